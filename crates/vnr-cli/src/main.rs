@@ -1,0 +1,57 @@
+//! `vnr`: inspect, convert and render 3D shape data.
+//!
+//! A thin `main`: parse the arguments, run the command, and on failure print the error chain
+//! to stderr and exit with status 2.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod convert;
+mod dense;
+mod info;
+mod vdb;
+
+/// vnr: voxel neural rendering.
+#[derive(Debug, Parser)]
+#[command(name = "vnr", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Describe files of any supported format (like `vdb_print`, for every format).
+    Info {
+        /// Files to describe (binvox, vdb, npy, npz, obj, ply, stl, png, gif).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// One JSON document (an array with one object per file) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Convert between binvox, VDB, dense npy/npz, and mesh formats.
+    Convert(convert::ConvertArgs),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Info { files, json } => info::run(&files, json),
+        Command::Convert(args) => convert::run(&args),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! 3D convolution and transposed convolution for candle, with gradients for input, weight and
+//! bias.
+//!
+//! Both ops run on three kernels of one [`ConvGeometry`]: the forward, the input gradient and the
+//! weight gradient. A transposed convolution's forward is the input gradient of the convolution
+//! it transposes, and each kernel's backward is made of the other two, so there is one
+//! implementation of each and every pass gets a second derivative for free.
+
+mod geometry;
+mod kernels;
+pub mod reference;
+
+pub use geometry::ConvGeometry;
+pub use kernels::GemmElement;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use std::borrow::Cow;
+
+/// Parameters of [`conv3d`], with PyTorch's names. Per-axis values are ordered `[D, H, W]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv3dParams {
+    pub stride: [usize; 3],
+    /// Zero padding `[before, after]` per axis; asymmetric padding ports TensorFlow "SAME".
+    pub padding: [[usize; 2]; 3],
+    pub dilation: [usize; 3],
+    pub groups: usize,
+}
+
+impl Default for Conv3dParams {
+    fn default() -> Self {
+        Self {
+            stride: [1; 3],
+            padding: [[0; 2]; 3],
+            dilation: [1; 3],
+            groups: 1,
+        }
+    }
+}
+
+impl Conv3dParams {
+    /// Unit stride and dilation, one group, `pad` on both sides of every axis.
+    pub fn symmetric(pad: usize) -> Self {
+        Self {
+            padding: [[pad; 2]; 3],
+            ..Self::default()
+        }
+    }
+
+    /// TensorFlow's "SAME" padding for an input of spatial size `input`: the output has
+    /// `ceil(input / stride)` voxels per axis and the odd padding voxel goes after.
+    pub fn tf_same(
+        input: [usize; 3],
+        kernel: [usize; 3],
+        stride: [usize; 3],
+        dilation: [usize; 3],
+    ) -> Self {
+        let mut padding = [[0; 2]; 3];
+        for a in 0..3 {
+            let s = stride[a].max(1);
+            let span = dilation[a] * kernel[a].saturating_sub(1) + 1;
+            let needed =
+                (input[a].div_ceil(s).saturating_sub(1) * s + span).saturating_sub(input[a]);
+            padding[a] = [needed / 2, needed - needed / 2];
+        }
+        Self {
+            stride,
+            padding,
+            dilation,
+            groups: 1,
+        }
+    }
+}
+
+/// Parameters of [`conv_transpose3d`], with PyTorch's names and semantics. Per-axis values are
+/// ordered `[D, H, W]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvTranspose3dParams {
+    pub stride: [usize; 3],
+    /// Removed from both sides of the output (the padding of the transposed convolution).
+    pub padding: [usize; 3],
+    /// Extra output voxels after the last; must be smaller than the stride or the dilation.
+    pub output_padding: [usize; 3],
+    pub dilation: [usize; 3],
+    pub groups: usize,
+}
+
+impl Default for ConvTranspose3dParams {
+    fn default() -> Self {
+        Self {
+            stride: [1; 3],
+            padding: [0; 3],
+            output_padding: [0; 3],
+            dilation: [1; 3],
+            groups: 1,
+        }
+    }
+}
+
+/// 3D cross-correlation, as PyTorch's `conv3d`.
+///
+/// `x`: `[N, C, D, H, W]`, `w`: `[O, C/groups, kd, kh, kw]`, `bias`: `[O]`; returns
+/// `[N, O, Do, Ho, Wo]` with `Do = (D + pad_before + pad_after - dilation·(kd-1) - 1) / stride + 1`.
+/// f32 and f64 run natively, f16/bf16 in f32.
+pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv3dParams) -> Result<Tensor> {
+    const OP: &str = "conv3d";
+    let [batch, in_channels, d, h, wd] = dims5(OP, "input", x)?;
+    let [out_channels, group_in, kd, kh, kw] = dims5(OP, "weight", w)?;
+    let kernel = [kd, kh, kw];
+    check_common(OP, p.groups, p.stride, p.dilation, kernel)?;
+    check_channels(OP, in_channels, out_channels, p.groups)?;
+    if group_in * p.groups != in_channels {
+        candle_core::bail!(
+            "{OP}: weight expects {group_in} input channels per group ({} with groups={}), input has {in_channels}",
+            group_in * p.groups,
+            p.groups
+        );
+    }
+    let input = [d, h, wd];
+    let mut output = [0; 3];
+    for a in 0..3 {
+        let [before, after] = p.padding[a];
+        let padded = input[a]
+            .checked_add(before)
+            .and_then(|v| v.checked_add(after));
+        let span = (kernel[a] - 1)
+            .checked_mul(p.dilation[a])
+            .and_then(|v| v.checked_add(1));
+        output[a] = match (padded, span) {
+            (Some(padded), Some(span)) if padded >= span => (padded - span) / p.stride[a] + 1,
+            _ => candle_core::bail!(
+                "{OP}: output size along {} would be negative: input {} + padding {before}+{after} is \
+                 smaller than the dilated kernel {}·({}-1)+1",
+                AXES[a],
+                input[a],
+                p.dilation[a],
+                kernel[a]
+            ),
+        };
+    }
+    let geometry = ConvGeometry {
+        batch,
+        in_channels,
+        out_channels,
+        groups: p.groups,
+        input,
+        output,
+        kernel,
+        stride: p.stride,
+        dilation: p.dilation,
+        pad: [p.padding[0][0], p.padding[1][0], p.padding[2][0]],
+    };
+    run_conv(OP, x, w, bias, geometry, Pass::Forward)
+}
+
+/// 3D transposed convolution, as PyTorch's `conv_transpose3d` (the gradient of [`conv3d`] with
+/// respect to its input).
+///
+/// `x`: `[N, C, D, H, W]`, `w`: `[C, O/groups, kd, kh, kw]`, `bias`: `[O]`; returns
+/// `[N, O, Do, Ho, Wo]` with
+/// `Do = (D-1)·stride - 2·padding + dilation·(kd-1) + output_padding + 1`.
+pub fn conv_transpose3d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    p: &ConvTranspose3dParams,
+) -> Result<Tensor> {
+    const OP: &str = "conv_transpose3d";
+    let [batch, in_channels, d, h, wd] = dims5(OP, "input", x)?;
+    let [w_in, group_out, kd, kh, kw] = dims5(OP, "weight", w)?;
+    let kernel = [kd, kh, kw];
+    check_common(OP, p.groups, p.stride, p.dilation, kernel)?;
+    let out_channels = group_out.checked_mul(p.groups).unwrap_or(0);
+    check_channels(OP, in_channels, out_channels, p.groups)?;
+    if w_in != in_channels {
+        candle_core::bail!("{OP}: weight has {w_in} input channels, input has {in_channels}");
+    }
+    let input = [d, h, wd];
+    let mut output = [0; 3];
+    for a in 0..3 {
+        let op = p.output_padding[a];
+        if op >= p.stride[a] && op >= p.dilation[a] {
+            candle_core::bail!(
+                "{OP}: output_padding {op} along {} must be smaller than the stride {} or the dilation {}",
+                AXES[a],
+                p.stride[a],
+                p.dilation[a]
+            );
+        }
+        let full = (input[a] - 1)
+            .checked_mul(p.stride[a])
+            .and_then(|v| v.checked_add((kernel[a] - 1).checked_mul(p.dilation[a])?))
+            .and_then(|v| v.checked_add(op + 1));
+        let cropped = p.padding[a].checked_mul(2);
+        output[a] = match (full, cropped) {
+            (Some(full), Some(cropped)) if full > cropped => full - cropped,
+            _ => candle_core::bail!(
+                "{OP}: output size along {} would be zero or negative (input {}, stride {}, kernel {}, \
+                 dilation {}, padding {}, output_padding {op})",
+                AXES[a],
+                input[a],
+                p.stride[a],
+                kernel[a],
+                p.dilation[a],
+                p.padding[a]
+            ),
+        };
+    }
+    // The convolution this op transposes: from our output to our input.
+    let geometry = ConvGeometry {
+        batch,
+        in_channels: out_channels,
+        out_channels: in_channels,
+        groups: p.groups,
+        input: output,
+        output: input,
+        kernel,
+        stride: p.stride,
+        dilation: p.dilation,
+        pad: p.padding,
+    };
+    run_conv(OP, x, w, bias, geometry, Pass::BackwardInput)
+}
+
+const AXES: [&str; 3] = ["D", "H", "W"];
+
+fn dims5(op: &str, what: &str, t: &Tensor) -> Result<[usize; 5]> {
+    match *t.dims() {
+        [a, b, c, d, e] => Ok([a, b, c, d, e]),
+        ref dims => {
+            candle_core::bail!("{op}: {what} must have rank 5 [N, C, D, H, W], got shape {dims:?}")
+        }
+    }
+}
+
+fn check_common(
+    op: &str,
+    groups: usize,
+    stride: [usize; 3],
+    dilation: [usize; 3],
+    kernel: [usize; 3],
+) -> Result<()> {
+    if groups == 0 {
+        candle_core::bail!("{op}: groups must be at least 1");
+    }
+    if stride.contains(&0) || dilation.contains(&0) {
+        candle_core::bail!("{op}: stride {stride:?} and dilation {dilation:?} must be positive");
+    }
+    if kernel.contains(&0) {
+        candle_core::bail!("{op}: kernel size {kernel:?} must be positive");
+    }
+    Ok(())
+}
+
+fn check_channels(op: &str, in_channels: usize, out_channels: usize, groups: usize) -> Result<()> {
+    if in_channels == 0 || out_channels == 0 {
+        candle_core::bail!(
+            "{op}: {in_channels} input and {out_channels} output channels; both must be positive"
+        );
+    }
+    if in_channels % groups != 0 || out_channels % groups != 0 {
+        candle_core::bail!(
+            "{op}: {in_channels} input and {out_channels} output channels must both be divisible by groups={groups}"
+        );
+    }
+    Ok(())
+}
+
+/// The dtype the kernels run in for `dtype`: f16/bf16 are computed in f32.
+pub(crate) fn kernel_dtype(op: &str, dtype: DType) -> Result<DType> {
+    match dtype {
+        DType::F32 | DType::F64 => Ok(dtype),
+        DType::F16 | DType::BF16 => Ok(DType::F32),
+        other => candle_core::bail!("{op}: unsupported dtype {other:?}, expected a float type"),
+    }
+}
+
+/// The elements of a tensor's storage in row-major order, borrowed when already contiguous.
+pub(crate) fn contiguous_data<'a, T: Copy>(
+    op: &str,
+    data: &'a [T],
+    layout: &Layout,
+) -> Result<Cow<'a, [T]>> {
+    let short = || {
+        candle_core::Error::Msg(format!(
+            "{op}: storage is shorter than its layout {layout:?}"
+        ))
+    };
+    if let Some((start, end)) = layout.contiguous_offsets() {
+        return data.get(start..end).map(Cow::Borrowed).ok_or_else(short);
+    }
+    let (dims, strides) = (layout.dims(), layout.stride());
+    let count = layout.shape().elem_count();
+    let mut out = Vec::with_capacity(count);
+    let mut index = vec![0usize; dims.len()];
+    let mut offset = layout.start_offset();
+    for _ in 0..count {
+        out.push(*data.get(offset).ok_or_else(short)?);
+        // Odometer step: bump the last axis, carrying into earlier ones.
+        for a in (0..dims.len()).rev() {
+            index[a] += 1;
+            offset += strides[a];
+            if index[a] < dims[a] {
+                break;
+            }
+            offset -= strides[a] * dims[a];
+            index[a] = 0;
+        }
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn run_conv(
+    op: &str,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    geometry: ConvGeometry,
+    pass: Pass,
+) -> Result<Tensor> {
+    if x.dtype() != w.dtype() {
+        candle_core::bail!(
+            "{op}: input is {:?} but weight is {:?}",
+            x.dtype(),
+            w.dtype()
+        );
+    }
+    let channels = match pass {
+        Pass::BackwardInput => geometry.in_channels,
+        _ => geometry.out_channels,
+    };
+    // Checked before the (expensive) convolution runs.
+    if let Some(b) = bias {
+        if b.dims() != [channels] {
+            candle_core::bail!(
+                "{op}: bias must have shape [{channels}], got {:?}",
+                b.dims()
+            );
+        }
+    }
+    let dtype = kernel_dtype(op, x.dtype())?;
+    let y = x
+        .to_dtype(dtype)?
+        .apply_op2(&w.to_dtype(dtype)?, ConvOp { geometry, pass })?
+        .to_dtype(x.dtype())?;
+    match bias {
+        Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?.reshape((1, channels, 1, 1, 1))?),
+        None => Ok(y),
+    }
+}
+
+/// Which of the three convolution kernels an op runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// `(x, w) → y`.
+    Forward,
+    /// `(dy, w) → dx`; the transposed convolution's forward.
+    BackwardInput,
+    /// `(x, dy) → dw`.
+    BackwardWeight,
+}
+
+/// One convolution kernel as a candle op; its backward is made of the other two.
+#[derive(Debug, Clone, Copy)]
+struct ConvOp {
+    geometry: ConvGeometry,
+    pass: Pass,
+}
+
+impl ConvOp {
+    /// Dims of the two operands and of the result.
+    fn dims(&self) -> ([usize; 5], [usize; 5], [usize; 5]) {
+        let g = &self.geometry;
+        match self.pass {
+            Pass::Forward => (g.input_dims(), g.weight_dims(), g.output_dims()),
+            Pass::BackwardInput => (g.output_dims(), g.weight_dims(), g.input_dims()),
+            Pass::BackwardWeight => (g.input_dims(), g.output_dims(), g.weight_dims()),
+        }
+    }
+
+    fn run<T: GemmElement>(&self, a: &[T], b: &[T]) -> Result<Vec<T>> {
+        let mut out = vec![T::zero(); self.dims().2.iter().product()];
+        let g = &self.geometry;
+        match self.pass {
+            Pass::Forward => kernels::forward(g, a, b, &mut out)?,
+            Pass::BackwardInput => kernels::backward_input(g, a, b, &mut out)?,
+            Pass::BackwardWeight => kernels::backward_weight(g, a, b, &mut out)?,
+        }
+        Ok(out)
+    }
+
+    fn with_pass(&self, pass: Pass) -> Self {
+        Self { pass, ..*self }
+    }
+}
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        match self.pass {
+            Pass::Forward => "conv3d",
+            Pass::BackwardInput => "conv3d-backward-input",
+            Pass::BackwardWeight => "conv3d-backward-weight",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let name = self.name();
+        let (d1, d2, d_out) = self.dims();
+        if l1.dims() != d1 || l2.dims() != d2 {
+            candle_core::bail!(
+                "{name}: operands {:?} and {:?}, expected {d1:?} and {d2:?}",
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        let out = match (s1, s2) {
+            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+                let (a, b) = (contiguous_data(name, a, l1)?, contiguous_data(name, b, l2)?);
+                CpuStorage::F32(self.run(&a, &b)?)
+            }
+            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+                let (a, b) = (contiguous_data(name, a, l1)?, contiguous_data(name, b, l2)?);
+                CpuStorage::F64(self.run(&a, &b)?)
+            }
+            _ => candle_core::bail!(
+                "{name}: operands must both be f32 or both f64, got {:?} and {:?}",
+                s1.dtype(),
+                s2.dtype()
+            ),
+        };
+        Ok((out, Shape::from(d_out.to_vec())))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (grad_a, grad_b) = match self.pass {
+            // (x, w) → y
+            Pass::Forward => (
+                grad.apply_op2(b, self.with_pass(Pass::BackwardInput))?,
+                a.apply_op2(grad, self.with_pass(Pass::BackwardWeight))?,
+            ),
+            // (dy, w) → dx
+            Pass::BackwardInput => (
+                grad.apply_op2(b, self.with_pass(Pass::Forward))?,
+                grad.apply_op2(a, self.with_pass(Pass::BackwardWeight))?,
+            ),
+            // (x, dy) → dw
+            Pass::BackwardWeight => (
+                b.apply_op2(grad, self.with_pass(Pass::BackwardInput))?,
+                a.apply_op2(grad, self.with_pass(Pass::Forward))?,
+            ),
+        };
+        Ok((Some(grad_a), Some(grad_b)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn tf_same_gives_ceil_output() -> Result<()> {
+        for (input, k, s) in [
+            (7usize, 3usize, 2usize),
+            (8, 4, 2),
+            (5, 1, 1),
+            (6, 3, 1),
+            (9, 5, 3),
+        ] {
+            let p = Conv3dParams::tf_same([input; 3], [k; 3], [s; 3], [1; 3]);
+            let x = Tensor::zeros((1, 1, input, input, input), DType::F32, &Device::Cpu)?;
+            let w = Tensor::zeros((1, 1, k, k, k), DType::F32, &Device::Cpu)?;
+            let y = conv3d(&x, &w, None, &p)?;
+            assert_eq!(
+                y.dims()[2..],
+                [input.div_ceil(s); 3],
+                "input {input} k {k} s {s}"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,57 @@
+//! PReLU with a learnable slope (`torch.nn.PReLU`).
+
+use candle_core::{bail, Module, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+/// `y = x` where `x > 0`, `α x` elsewhere, with one `α` shared by all channels or one per
+/// channel (dim 1 of inputs of rank ≥ 2, dim 0 of rank-1 inputs). Parameter `weight` `[α]`.
+/// Gradients flow to the input and to `α`.
+#[derive(Debug, Clone)]
+pub struct PReLU {
+    weight: Tensor,
+}
+
+impl PReLU {
+    /// A layer from its slopes `weight` `[num_parameters]`.
+    pub fn new(weight: Tensor) -> Result<Self> {
+        if weight.rank() != 1 || weight.dim(0)? == 0 {
+            bail!("prelu: weight must be [num_parameters ≥ 1], got {:?}", weight.dims());
+        }
+        Ok(Self { weight })
+    }
+
+    /// The slopes `[num_parameters]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for PReLU {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let n = self.weight.dim(0)?;
+        let alpha = if n == 1 {
+            self.weight.reshape(())?
+        } else {
+            let channel_dim = usize::from(xs.rank() >= 2);
+            if xs.rank() == 0 || xs.dim(channel_dim)? != n {
+                bail!(
+                    "prelu: {n} slopes but the input {:?} has no dim {channel_dim} of that size",
+                    xs.dims()
+                );
+            }
+            let mut shape = vec![1; xs.rank()];
+            shape[channel_dim] = n;
+            self.weight.reshape(shape)?
+        };
+        let scaled = xs.broadcast_mul(&alpha.to_dtype(xs.dtype())?)?;
+        xs.gt(0.0)?.where_cond(xs, &scaled)
+    }
+}
+
+/// A [`PReLU`] from `vb` (`weight` `[num_parameters]`, initialised to `init`; PyTorch uses 0.25).
+pub fn prelu(num_parameters: usize, init: f64, vb: VarBuilder) -> Result<PReLU> {
+    if num_parameters == 0 {
+        bail!("prelu: num_parameters must be at least 1");
+    }
+    PReLU::new(vb.get_with_hints(num_parameters, "weight", Init::Const(init))?)
+}

@@ -1,0 +1,6 @@
+//! Layers in candle-nn style, built on this crate's ops.
+
+pub mod activation;
+pub mod conv;
+pub mod linear;
+pub mod norm;

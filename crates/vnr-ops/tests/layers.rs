@@ -1,0 +1,139 @@
+//! WeightNormLinear, PReLU, LayerNorm: parameter names, init, values, gradients.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use vnr_ops::gradcheck::{check_gradients, GradCheckConfig};
+use vnr_ops::nn::activation::{prelu, PReLU};
+use vnr_ops::nn::linear::{weight_norm_linear, WeightNormLinear};
+use vnr_ops::nn::norm::{layer_norm, LayerNorm};
+
+/// Deterministic values in `[lo, hi)`.
+fn values(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            lo + (hi - lo) * ((state >> 11) as f64 / (1u64 << 53) as f64)
+        })
+        .collect()
+}
+
+fn tensor(shape: &[usize], seed: u64, lo: f64, hi: f64) -> Result<Tensor> {
+    Tensor::from_vec(values(shape.iter().product(), seed, lo, hi), shape, &Device::Cpu)
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+    (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()
+}
+
+#[test]
+fn weight_norm_linear_names_init_and_forward() -> Result<()> {
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F64, &Device::Cpu);
+    let layer = weight_norm_linear(5, 3, vb.pp("lin0"))?;
+    let mut names: Vec<String> = map.data().lock().expect("varmap").keys().cloned().collect();
+    names.sort();
+    assert_eq!(names, ["lin0.bias", "lin0.weight_g", "lin0.weight_v"]);
+    // g = ‖v‖ at init, so the effective weight is v, within nn.Linear's ±1/√in bound.
+    assert_eq!(layer.weight_g().dims(), [3, 1]);
+    assert!(max_diff(&layer.weight()?, layer.weight_v())? < 1e-12);
+    let bound = 1.0 / 5f64.sqrt();
+    let v_max = layer.weight_v().abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+    assert!(v_max <= bound);
+    // The stored variable itself was initialised (not a copy).
+    let stored = map.data().lock().expect("varmap")["lin0.weight_g"].as_tensor().clone();
+    assert!(max_diff(&stored, layer.weight_g())? == 0.0);
+    // Forward on [2, 4, 5]: x Wᵀ + b with W = g v / ‖v‖.
+    let x = tensor(&[2, 4, 5], 1, -1.0, 1.0)?;
+    let g = tensor(&[3, 1], 2, 0.5, 2.0)?;
+    let v = tensor(&[3, 5], 3, -1.0, 1.0)?;
+    let b = tensor(&[3], 4, -1.0, 1.0)?;
+    let layer = WeightNormLinear::new(g.clone(), v.clone(), b.clone())?;
+    let w = v.broadcast_mul(&g.broadcast_div(&v.sqr()?.sum_keepdim(1)?.sqrt()?)?)?;
+    let want = x.broadcast_matmul(&w.t()?)?.broadcast_add(&b)?;
+    assert!(max_diff(&layer.forward(&x)?, &want)? < 1e-12);
+    assert!(WeightNormLinear::new(g.reshape(3)?, v.clone(), b.clone()).is_err());
+    Ok(())
+}
+
+#[test]
+fn weight_norm_linear_gradients() -> Result<()> {
+    let inputs = [
+        tensor(&[3, 4], 5, -1.0, 1.0)?,
+        tensor(&[2, 1], 6, 0.5, 2.0)?,
+        tensor(&[2, 4], 7, -1.0, 1.0)?,
+        tensor(&[2], 8, -1.0, 1.0)?,
+    ];
+    check_gradients(
+        |v| WeightNormLinear::new(v[1].clone(), v[2].clone(), v[3].clone())?.forward(&v[0]),
+        &inputs,
+        &GradCheckConfig::default(),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn prelu_values_channels_and_gradients() -> Result<()> {
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F64, &Device::Cpu);
+    let act = prelu(3, 0.25, vb.pp("act"))?;
+    assert!(map.data().lock().expect("varmap").contains_key("act.weight"));
+    let x = Tensor::new(&[[[-2f64, 0.0], [1.0, -4.0], [3.0, -1.0]]], &Device::Cpu)?;
+    let y: Vec<Vec<Vec<f64>>> = act.forward(&x)?.to_vec3()?;
+    assert_eq!(y, [[[-0.5, 0.0], [1.0, -1.0], [3.0, -0.25]]]);
+    // Wrong channel count is an error; a single slope broadcasts anywhere.
+    assert!(act.forward(&x.t()?).is_err());
+    let single = PReLU::new(Tensor::new(&[0.1f64], &Device::Cpu)?)?;
+    assert_eq!(single.forward(&x.t()?)?.dims(), [1, 2, 3]);
+    // Per-channel slopes over dim 1 of [N, C, D, H, W], and a rank-1 input (channels on dim 0).
+    let x5 = tensor(&[2, 3, 2, 1, 3], 9, -1.0, 1.0)?;
+    let alpha = tensor(&[3], 10, 0.0, 0.5)?;
+    check_gradients(
+        |v| PReLU::new(v[1].clone())?.forward(&v[0]),
+        &[x5, alpha.clone()],
+        &GradCheckConfig::default(),
+    )?;
+    check_gradients(
+        |v| PReLU::new(v[1].clone())?.forward(&v[0]),
+        &[tensor(&[3], 11, -1.0, 1.0)?, alpha],
+        &GradCheckConfig::default(),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn layer_norm_values_and_gradients() -> Result<()> {
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F64, &Device::Cpu);
+    let ln = layer_norm(4, 1e-5, vb.pp("ln"))?;
+    let x = Tensor::new(&[[1f64, 2., 3., 6.]], &Device::Cpu)?;
+    let y: Vec<Vec<f64>> = ln.forward(&x)?.to_vec2()?;
+    // mean 3, biased variance 3.5.
+    let s = (3.5f64 + 1e-5).sqrt();
+    for (g, w) in y[0].iter().zip([-2.0 / s, -1.0 / s, 0.0, 3.0 / s]) {
+        assert!((g - w).abs() < 1e-12);
+    }
+    assert!(ln.forward(&Tensor::zeros((2, 3), DType::F64, &Device::Cpu)?).is_err());
+    // Two normalised dims, gradients for input, weight and bias.
+    let inputs = [
+        tensor(&[2, 3, 2, 4], 12, -2.0, 2.0)?,
+        tensor(&[2, 4], 13, 0.5, 1.5)?,
+        tensor(&[2, 4], 14, -1.0, 1.0)?,
+    ];
+    check_gradients(
+        |v| LayerNorm::new(v[1].clone(), v[2].clone(), 1e-5)?.forward(&v[0]),
+        &inputs,
+        &GradCheckConfig {
+            atol: 1e-5,
+            ..Default::default()
+        },
+    )?;
+    // f32 and bf16 run and keep their dtype.
+    let ln2 = layer_norm((2, 4), 1e-5, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu).pp("ln2"))?;
+    let x32 = inputs[0].to_dtype(DType::F32)?;
+    assert_eq!(ln2.forward(&x32)?.dtype(), DType::F32);
+    assert_eq!(ln2.forward(&x32.to_dtype(DType::BF16)?)?.dtype(), DType::BF16);
+    Ok(())
+}
