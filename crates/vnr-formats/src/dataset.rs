@@ -244,7 +244,7 @@ mod dtype_name {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldFile {
-    /// File path (relative to the dataset folder in the manifest, absolute once opened).
+    /// File path: relative to the dataset folder in the manifest, joined to it once opened.
     pub file: PathBuf,
     /// Array key inside the `.npz` file.
     pub key: String,

@@ -1175,6 +1175,11 @@ pub fn write_npz(
     } else {
         CompressionMethod::Stored
     };
+    // Zip-level failures while writing are I/O failures underneath; carry them as such.
+    let to_io = |e: zip::result::ZipError| match e {
+        zip::result::ZipError::Io(io) => io,
+        other => std::io::Error::other(other),
+    };
     write_atomically(path, |w| {
         let mut zip = ZipWriter::new(w);
         for (name, array) in arrays {
@@ -1182,25 +1187,13 @@ pub fn write_npz(
                 .compression_method(method)
                 .large_file(npy_stream_len(array) >= u64::from(u32::MAX));
             zip.start_file(format!("{name}.npy"), options)
-                .map_err(|e| zip_error(&location, e))?;
-            write_npy_to(&mut zip, array).map_err(|e| io_error(&location, e))?;
+                .map_err(to_io)?;
+            write_npy_to(&mut zip, array)?;
         }
-        zip.finish().map_err(|e| zip_error(&location, e))?;
-        Ok::<(), NpzError>(())
+        zip.finish().map_err(to_io)?;
+        Ok(())
     })
-    .map_err(|e| match e {
-        NpzError::Io { source, .. } => io_error(&location, source),
-        other => other,
-    })
-}
-
-impl From<std::io::Error> for NpzError {
-    fn from(source: std::io::Error) -> Self {
-        NpzError::Io {
-            location: "npz writer".into(),
-            source,
-        }
-    }
+    .map_err(|e| io_error(&location, e))
 }
 
 /// Lazy `.npz` reader: lists the arrays, and decodes one at a time on request.

@@ -375,16 +375,18 @@ fn flips(len: usize, count: usize) -> impl Iterator<Item = (usize, u8)> {
 
 fn mutate_and_read(original: &[u8], file_name: &str, read: impl Fn(&std::path::Path)) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(file_name);
-    for cut in 0..original.len() {
-        std::fs::write(&path, &original[..cut]).unwrap();
-        read(&path);
-    }
-    for (pos, xor) in flips(original.len(), 2000) {
+    let truncations = (0..original.len()).map(|cut| original[..cut].to_vec());
+    let flipped = flips(original.len(), 2000).map(|(pos, xor)| {
         let mut bytes = original.to_vec();
         bytes[pos] ^= xor;
+        bytes
+    });
+    for (i, bytes) in truncations.chain(flipped).enumerate() {
+        // A fresh name each time: rewriting one file in place makes ext4 flush it on close.
+        let path = dir.path().join(format!("{i}-{file_name}"));
         std::fs::write(&path, &bytes).unwrap();
         read(&path);
+        std::fs::remove_file(&path).unwrap();
     }
 }
 
@@ -400,8 +402,9 @@ fn mutated_npy_never_panics() {
     });
     // Every strict prefix is an error, never a silently short array.
     for cut in 0..original.len() {
-        std::fs::write(&path, &original[..cut]).unwrap();
-        assert!(read_npy(&path).is_err(), "prefix {cut} accepted");
+        let prefix = dir.path().join(format!("prefix-{cut}.npy"));
+        std::fs::write(&prefix, &original[..cut]).unwrap();
+        assert!(read_npy(&prefix).is_err(), "prefix {cut} accepted");
     }
 }
 

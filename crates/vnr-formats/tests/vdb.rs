@@ -9,7 +9,8 @@ fn sphere_samples(n: usize, radius: f32) -> (Vec<f32>, [usize; 3]) {
     for x in 0..n {
         for y in 0..n {
             for z in 0..n {
-                let d = ((x as f32 - c).powi(2) + (y as f32 - c).powi(2) + (z as f32 - c).powi(2)).sqrt();
+                let d = ((x as f32 - c).powi(2) + (y as f32 - c).powi(2) + (z as f32 - c).powi(2))
+                    .sqrt();
                 v.push((d - radius) * 0.1);
             }
         }
@@ -19,13 +20,25 @@ fn sphere_samples(n: usize, radius: f32) -> (Vec<f32>, [usize; 3]) {
 
 fn our_level_set() -> Grid<f32> {
     let (values, dims) = sphere_samples(40, 12.0);
-    let samples = DenseSamples { values: &values, dims, origin: [-20, -20, -20] };
-    Grid::level_set_from_dense("sphere", samples, Transform::uniform_scale(0.1).unwrap(), 0.3).unwrap()
+    let samples = DenseSamples {
+        values: &values,
+        dims,
+        origin: [-20, -20, -20],
+    };
+    Grid::level_set_from_dense(
+        "sphere",
+        samples,
+        Transform::uniform_scale(0.1).unwrap(),
+        0.3,
+    )
+    .unwrap()
 }
 
 #[test]
 fn cortex_sphere_facts() {
-    let Some(path) = fixture("vdb/cortex-sphere.vdb") else { return };
+    let Some(path) = fixture("vdb/cortex-sphere.vdb") else {
+        return;
+    };
     let file = read_vdb(&path).unwrap();
     let grid = file.typed_grid::<f32>("ls_sphere").unwrap();
     assert_eq!(grid.class, GridClass::LevelSet);
@@ -37,20 +50,29 @@ fn cortex_sphere_facts() {
     // Inside reads -background, outside +background, not 0.
     assert_eq!(grid.get([0, 0, 0]), -grid.background());
     assert_eq!(grid.get([1000, 0, 0]), grid.background());
-    let (min, max) = grid.active_voxels().fold((f32::MAX, f32::MIN), |(a, b), (_, v)| (a.min(v), b.max(v)));
-    assert!((min + 0.149536).abs() < 1e-5 && (max - 0.149658).abs() < 1e-5, "{min} {max}");
+    let (min, max) = grid
+        .active_voxels()
+        .fold((f32::MAX, f32::MIN), |(a, b), (_, v)| (a.min(v), b.max(v)));
+    assert!(
+        (min + 0.149536).abs() < 1e-5 && (max - 0.149658).abs() < 1e-5,
+        "{min} {max}"
+    );
     let bbox = BBox::new([-62; 3], [62; 3]);
     let dense = grid.to_dense(bbox, DenseLimit::default()).unwrap();
     assert_eq!(dense.len(), 125 * 125 * 125);
     assert_eq!(dense[(62 * 125 + 62) * 125 + 62], grid.get([0, 0, 0]));
     assert_eq!(dense[(10 * 125 + 70) * 125 + 3], grid.get([-52, 8, -59]));
-    let err = grid.to_dense(bbox, DenseLimit { max_voxels: 1000 }).unwrap_err();
+    let err = grid
+        .to_dense(bbox, DenseLimit { max_voxels: 1000 })
+        .unwrap_err();
     assert!(matches!(err, VdbError::DenseTooLarge { .. }));
 }
 
 #[test]
 fn gaffer_blosc_fog_facts() {
-    let Some(path) = fixture("vdb/gaffer-sphere-blosc.vdb") else { return };
+    let Some(path) = fixture("vdb/gaffer-sphere-blosc.vdb") else {
+        return;
+    };
     let file = read_vdb(&path).unwrap();
     let grid = file.typed_grid::<f32>("density").unwrap();
     assert_eq!(grid.class, GridClass::FogVolume);
@@ -66,25 +88,41 @@ fn gaffer_blosc_fog_facts() {
 
 #[test]
 fn cortex_points_is_a_clear_error_and_lists() {
-    let Some(path) = fixture("vdb/cortex-points.vdb") else { return };
+    let Some(path) = fixture("vdb/cortex-points.vdb") else {
+        return;
+    };
     let file = read_vdb(&path).unwrap();
     let err = file.grid("points").unwrap_err();
     assert!(err.to_string().contains("ptdataidx32"), "{err}");
-    assert!(matches!(file.grids[0].grid, Err(VdbError::UnsupportedGridType { .. })));
+    assert!(matches!(
+        file.grids[0].grid,
+        Err(VdbError::UnsupportedGridType { .. })
+    ));
     let listing = list_vdb(&path).unwrap();
     assert_eq!(listing.grids.len(), 1);
-    assert_eq!(listing.grids[0].descriptor.type_name, "Tree_ptdataidx32_5_4_3");
-    assert_eq!(listing.grids[0].metadata.get("file_voxel_count"), Some(&MetaValue::Int64(5)));
+    assert_eq!(
+        listing.grids[0].descriptor.type_name,
+        "Tree_ptdataidx32_5_4_3"
+    );
+    assert_eq!(
+        listing.grids[0].metadata.get("file_voxel_count"),
+        Some(&MetaValue::Int64(5))
+    );
 }
 
 #[test]
 fn listing_matches_full_read() {
-    let Some(path) = fixture("vdb/cortex-sphere.vdb") else { return };
+    let Some(path) = fixture("vdb/cortex-sphere.vdb") else {
+        return;
+    };
     let listing = list_vdb(&path).unwrap();
     assert_eq!(listing.header.version, 222);
     assert_eq!(listing.grids[0].descriptor.name, "ls_sphere");
     assert!(listing.grids[0].descriptor.saved_as_half);
-    assert_eq!(listing.grids[0].metadata.get("file_voxel_count"), Some(&MetaValue::Int64(270_638)));
+    assert_eq!(
+        listing.grids[0].metadata.get("file_voxel_count"),
+        Some(&MetaValue::Int64(270_638))
+    );
 }
 
 #[test]
@@ -95,9 +133,18 @@ fn level_set_round_trips_in_every_mode() {
     assert_eq!(grid.get([19, 19, 19]), 0.3);
     for options in [
         WriteOptions::default(),
-        WriteOptions { zip: false, active_mask: false },
-        WriteOptions { zip: true, active_mask: false },
-        WriteOptions { zip: false, active_mask: true },
+        WriteOptions {
+            zip: false,
+            active_mask: false,
+        },
+        WriteOptions {
+            zip: true,
+            active_mask: false,
+        },
+        WriteOptions {
+            zip: false,
+            active_mask: true,
+        },
     ] {
         let bytes = vdb_bytes(&[&grid], options).unwrap();
         let back = VdbFile::from_bytes(&bytes).unwrap();
@@ -105,7 +152,10 @@ fn level_set_round_trips_in_every_mode() {
         assert_eq!(read.tree, grid.tree, "{options:?}");
         assert_eq!(read.class, GridClass::LevelSet);
         assert_eq!(read.transform, grid.transform);
-        assert_eq!(read.metadata.get("file_voxel_count"), Some(&MetaValue::Int64(grid.active_voxel_count() as i64)));
+        assert_eq!(
+            read.metadata.get("file_voxel_count"),
+            Some(&MetaValue::Int64(grid.active_voxel_count() as i64))
+        );
     }
 }
 
@@ -124,21 +174,37 @@ fn written_file_is_atomic_and_readable() {
     let got: Vec<_> = read.active_voxels().collect();
     let mut want: Vec<_> = voxels.collect();
     let mut got_sorted = got.clone();
-    got_sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    want.sort_by(|a, b| a.0.cmp(&b.0));
+    got_sorted.sort_by_key(|a| a.0);
+    want.sort_by_key(|a| a.0);
     assert_eq!(got_sorted, want);
     assert_eq!(read.get([1000, 1000, 1000]), 0.0);
 }
 
 #[test]
 fn other_value_types_round_trip() {
-    let tree = Tree::from_active_voxels([1.0f64, 2.0, 3.0], [([1, 2, 3], [4.0, 5.0, 6.0]), ([-100, 0, 9000], [0.0; 3])]);
-    let grid = Grid::new("v", GridClass::Staggered, Transform::uniform_scale(1.0).unwrap(), tree);
+    let tree = Tree::from_active_voxels(
+        [1.0f64, 2.0, 3.0],
+        [([1, 2, 3], [4.0, 5.0, 6.0]), ([-100, 0, 9000], [0.0; 3])],
+    );
+    let grid = Grid::new(
+        "v",
+        GridClass::Staggered,
+        Transform::uniform_scale(1.0).unwrap(),
+        tree,
+    );
     let back = VdbFile::from_bytes(&vdb_bytes(&[&grid], WriteOptions::default()).unwrap()).unwrap();
     assert_eq!(back.typed_grid::<[f64; 3]>("v").unwrap().tree, grid.tree);
-    assert!(matches!(back.typed_grid::<f32>("v"), Err(VdbError::WrongValueType { .. })));
+    assert!(matches!(
+        back.typed_grid::<f32>("v"),
+        Err(VdbError::WrongValueType { .. })
+    ));
     let ints = Tree::from_active_voxels(-7i32, (0..600).map(|i| ([i, 0, 0], i)));
-    let grid = Grid::new("i", GridClass::Unknown, Transform::uniform_scale(1.0).unwrap(), ints);
+    let grid = Grid::new(
+        "i",
+        GridClass::Unknown,
+        Transform::uniform_scale(1.0).unwrap(),
+        ints,
+    );
     let back = VdbFile::from_bytes(&vdb_bytes(&[&grid], WriteOptions::default()).unwrap()).unwrap();
     assert_eq!(back.typed_grid::<i32>("i").unwrap().get([5, 0, 0]), 5);
     assert_eq!(back.typed_grid::<i32>("i").unwrap().get([5, 1, 0]), -7);
@@ -148,7 +214,9 @@ fn other_value_types_round_trip() {
 fn dense_tensor_has_xyz_shape() {
     let grid = our_level_set();
     let bbox = BBox::new([-3, -2, -1], [0, 0, 0]);
-    let t = grid.to_dense_tensor(bbox, DenseLimit::default(), &candle_core::Device::Cpu).unwrap();
+    let t = grid
+        .to_dense_tensor(bbox, DenseLimit::default(), &candle_core::Device::Cpu)
+        .unwrap();
     assert_eq!(t.dims(), &[4, 3, 2]);
     let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
     assert_eq!(v[1], grid.get([-3, -2, 0]));
@@ -157,14 +225,23 @@ fn dense_tensor_has_xyz_shape() {
 
 #[test]
 fn bad_headers_give_typed_errors() {
-    assert!(matches!(VdbFile::from_bytes(b"hello world"), Err(VdbError::BadMagic(_))));
+    assert!(matches!(
+        VdbFile::from_bytes(b"hello world"),
+        Err(VdbError::BadMagic(_))
+    ));
     let mut bytes = vdb_bytes(&[&our_level_set()], WriteOptions::default()).unwrap();
     bytes[8..12].copy_from_slice(&219u32.to_le_bytes());
     let err = VdbFile::from_bytes(&bytes).unwrap_err();
-    assert!(matches!(err, VdbError::UnsupportedVersion { version: 219, .. }), "{err}");
+    assert!(
+        matches!(err, VdbError::UnsupportedVersion { version: 219, .. }),
+        "{err}"
+    );
     bytes[8..12].copy_from_slice(&300u32.to_le_bytes());
     assert!(err.to_string().contains("219"));
-    assert!(matches!(VdbFile::from_bytes(&bytes), Err(VdbError::UnsupportedVersion { version: 300, .. })));
+    assert!(matches!(
+        VdbFile::from_bytes(&bytes),
+        Err(VdbError::UnsupportedVersion { version: 300, .. })
+    ));
 }
 
 /// Truncates at many offsets and flips bytes: every outcome must be Ok or Err, never a panic.
@@ -191,20 +268,46 @@ fn mutate(data: &[u8]) {
 fn mutated_own_files_never_panic() {
     let grid = our_level_set();
     mutate(&vdb_bytes(&[&grid], WriteOptions::default()).unwrap());
-    mutate(&vdb_bytes(&[&grid], WriteOptions { zip: false, active_mask: true }).unwrap());
+    mutate(
+        &vdb_bytes(
+            &[&grid],
+            WriteOptions {
+                zip: false,
+                active_mask: true,
+            },
+        )
+        .unwrap(),
+    );
 }
 
 #[test]
 fn mutated_fixtures_never_panic() {
-    for name in ["vdb/cortex-sphere.vdb", "vdb/gaffer-sphere-blosc.vdb", "vdb/cortex-points.vdb"] {
+    for name in [
+        "vdb/cortex-sphere.vdb",
+        "vdb/gaffer-sphere-blosc.vdb",
+        "vdb/cortex-points.vdb",
+    ] {
         let Some(path) = fixture(name) else { return };
         mutate(&std::fs::read(path).unwrap());
     }
 }
 #[test]
-fn zz_debug() {
-    if let Ok(p) = std::env::var("DBG_VDB") {
-        let f = read_vdb(p).unwrap();
-        for g in &f.grids { println!("{:?} {:?}", g.descriptor, g.grid.as_ref().err()); }
-    }
+fn active_bbox_and_count_match_brute_force() {
+    let voxels: Vec<([i32; 3], f32)> = (0..400)
+        .map(|i: i32| {
+            (
+                [(i * 37) % 91 - 45, (i * 11) % 29 - 3, (i * 5) % 300 - 150],
+                i as f32,
+            )
+        })
+        .collect();
+    let tree = Tree::from_active_voxels(1.0f32, voxels.iter().copied());
+    let mut unique: Vec<[i32; 3]> = voxels.iter().map(|v| v.0).collect();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(tree.active_voxel_count(), unique.len() as u64);
+    let lo = std::array::from_fn(|k| unique.iter().map(|v| v[k]).min().unwrap());
+    let hi = std::array::from_fn(|k| unique.iter().map(|v| v[k]).max().unwrap());
+    assert_eq!(tree.active_bbox(), Some(BBox::new(lo, hi)));
+    assert!(unique.iter().all(|v| tree.is_active(*v)));
 }

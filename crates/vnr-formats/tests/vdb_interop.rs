@@ -34,13 +34,14 @@ for g in grids:
 print(json.dumps(out))
 "#;
 
-/// Writes level sets (full and half), a fog volume (copyFromArray), an unknown-class float grid
+/// Writes level sets (full, half, and an instance sharing the first one's tree), a fog volume (copyFromArray), an unknown-class float grid
 /// with tiles (ZIP), a bool grid and a vec3s grid to argv[1].
 const WRITE: &str = r#"
 import sys, numpy as np, pyopenvdb as vdb
 ls = vdb.createLevelSetSphere(radius=4.0, center=(0.5, -1.0, 2.0), voxelSize=0.5, halfWidth=3.0)
 ls.name = 'ls'
 half = ls.deepCopy(); half.name = 'ls_half'; half.saveFloatAsHalf = True
+inst = ls.copy(); inst.name = 'ls_instance'
 fog = vdb.FloatGrid(); fog.name = 'fog'; fog.gridClass = vdb.GridClass.FOG_VOLUME
 a = np.zeros((20, 16, 12), dtype=np.float32)
 a[3:15, 2:9, 1:11] = np.linspace(0.1, 1.0, 12 * 7 * 10, dtype=np.float32).reshape(12, 7, 10)
@@ -60,7 +61,7 @@ v = vdb.Vec3SGrid(); v.name = 'vel'
 vacc = v.getAccessor()
 for i in range(60):
     vacc.setValueOn((i % 17, i, -3), (i * 0.5, -1.0, i * 0.25))
-vdb.write(sys.argv[1], grids=[ls, half, fog, plain, b, v])
+vdb.write(sys.argv[1], grids=[ls, half, inst, fog, plain, b, v])
 "#;
 
 fn oracle_available() -> bool {
@@ -78,8 +79,16 @@ fn oracle_available() -> bool {
 }
 
 fn python(script: &str, arg: &Path) -> String {
-    let out = Command::new(PYTHON).args(["-c", script]).arg(arg).output().unwrap();
-    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(PYTHON)
+        .args(["-c", script])
+        .arg(arg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -111,20 +120,40 @@ impl FromJson for [f32; 3] {
 /// every active voxel and tile, and the probe lattice (inactive values included).
 fn check_grid<T: FromJson>(ours: &Grid<T>, dump: &Value) {
     let name = &ours.name;
-    assert_eq!(ours.class.as_str(), dump["class"].as_str().unwrap(), "{name}: class");
-    assert_eq!(ours.background(), T::from_json(&dump["background"]), "{name}: background");
-    assert_eq!(ours.active_voxel_count(), dump["count"].as_u64().unwrap(), "{name}: active count");
+    assert_eq!(
+        ours.class.as_str(),
+        dump["class"].as_str().unwrap(),
+        "{name}: class"
+    );
+    assert_eq!(
+        ours.background(),
+        T::from_json(&dump["background"]),
+        "{name}: background"
+    );
+    assert_eq!(
+        ours.active_voxel_count(),
+        dump["count"].as_u64().unwrap(),
+        "{name}: active count"
+    );
     let items = dump["items"].as_array().unwrap();
     assert!(!items.is_empty(), "{name}: no active values dumped");
     for item in items {
         let (min, max, value) = (coord(&item[0]), coord(&item[1]), T::from_json(&item[2]));
         for ijk in [min, max] {
-            assert_eq!(ours.tree.probe(ijk), (value, true), "{name}: active value at {ijk:?}");
+            assert_eq!(
+                ours.tree.probe(ijk),
+                (value, true),
+                "{name}: active value at {ijk:?}"
+            );
         }
     }
     for p in dump["probes"].as_array().unwrap() {
         let ijk = coord(p);
-        assert_eq!(ours.get(ijk), T::from_json(&p[3]), "{name}: value at {ijk:?}");
+        assert_eq!(
+            ours.get(ijk),
+            T::from_json(&p[3]),
+            "{name}: value at {ijk:?}"
+        );
     }
 }
 
@@ -142,24 +171,55 @@ fn openvdb_reads_what_we_write() {
             (((x - c).powi(2) + (y - c).powi(2) + (z - c).powi(2)).sqrt() - 15.0) * 0.05
         })
         .collect();
-    let samples = DenseSamples { values: &values, dims: [n; 3], origin: [-24; 3] };
-    let ls = Grid::level_set_from_dense("ls", samples, Transform::uniform_scale(0.05).unwrap(), 0.15).unwrap();
-    let mut fog = Grid::fog_from_dense("fog", samples, Transform::scale_translate([0.2, 0.2, 0.4], [0.0, 2.0, 0.0]).unwrap(), -0.2)
-        .unwrap();
-    fog.tree = Tree::from_active_voxels(0.0, fog.active_voxels().map(|(ijk, v)| (ijk, -v)).collect::<Vec<_>>());
+    let samples = DenseSamples {
+        values: &values,
+        dims: [n; 3],
+        origin: [-24; 3],
+    };
+    let ls =
+        Grid::level_set_from_dense("ls", samples, Transform::uniform_scale(0.05).unwrap(), 0.15)
+            .unwrap();
+    let density: Vec<f32> = values.iter().map(|d| (-d * 2.0).clamp(0.0, 1.0)).collect();
+    let fog_samples = DenseSamples {
+        values: &density,
+        dims: [n; 3],
+        origin: [-24; 3],
+    };
+    let fog_transform = Transform::scale_translate([0.2, 0.2, 0.4], [0.0, 2.0, 0.0]).unwrap();
+    let fog = Grid::fog_from_dense("fog", fog_samples, fog_transform, 0.0).unwrap();
+    assert!(fog.active_voxel_count() > 1000);
     for (options, tag) in [
         (WriteOptions::default(), "zip"),
-        (WriteOptions { zip: false, active_mask: false }, "raw"),
-        (WriteOptions { zip: false, active_mask: true }, "mask"),
+        (
+            WriteOptions {
+                zip: false,
+                active_mask: false,
+            },
+            "raw",
+        ),
+        (
+            WriteOptions {
+                zip: false,
+                active_mask: true,
+            },
+            "mask",
+        ),
     ] {
         let path = dir.path().join(format!("ours-{tag}.vdb"));
         write_vdb(&path, &[&ls, &fog], options).unwrap();
         let dump: Value = serde_json::from_str(&python(DUMP, &path)).unwrap();
         check_grid(&ls, &dump["ls"]);
         check_grid(&fog, &dump["fog"]);
-        let status = Command::new("vdb_print").args(["-l", "-m"]).arg(&path).output();
+        let status = Command::new("vdb_print")
+            .args(["-l", "-m"])
+            .arg(&path)
+            .output();
         if let Ok(out) = status {
-            assert!(out.status.success(), "vdb_print failed: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "vdb_print failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -174,12 +234,82 @@ fn we_read_what_openvdb_writes() {
     python(WRITE, &path);
     let dump: Value = serde_json::from_str(&python(DUMP, &path)).unwrap();
     let file = read_vdb(&path).unwrap();
-    for name in ["ls", "ls_half", "fog", "plain"] {
+    for name in ["ls", "ls_half", "ls_instance", "fog", "plain"] {
         check_grid(file.typed_grid::<f32>(name).unwrap(), &dump[name]);
     }
     assert!(file.typed_grid::<f32>("ls_half").unwrap().saved_as_half);
+    let instance = file.entry("ls_instance").unwrap();
+    assert_eq!(
+        instance.descriptor.instance_parent, "ls",
+        "OpenVDB shares the tree of a shallow copy"
+    );
     check_grid(file.typed_grid::<bool>("flags").unwrap(), &dump["flags"]);
     check_grid(file.typed_grid::<[f32; 3]>("vel").unwrap(), &dump["vel"]);
     let fog = file.typed_grid::<f32>("fog").unwrap();
     assert!((fog.transform.voxel_size()[0] - 0.2).abs() < 1e-12);
+}
+
+/// Compresses a known buffer with the system's c-blosc (through ctypes) in every codec and
+/// filter combination OpenVDB files can carry, printing `codec shuffle typesize blocksize hex`.
+const BLOSC: &str = r#"
+import ctypes, struct, sys
+lib = ctypes.CDLL("libblosc.so.1")
+n = int(sys.argv[1])
+data = b"".join(struct.pack("<f", (i // 7) * 0.5) for i in range(n // 4))
+for codec in ["blosclz", "lz4", "lz4hc", "zlib"]:
+    for shuffle in (0, 1, 2):
+        for typesize in (1, 2, 4, 12):
+            for blocksize in (0, 256, 1000):
+                lib.blosc_set_compressor(codec.encode())
+                lib.blosc_set_blocksize(blocksize)
+                dest = ctypes.create_string_buffer(len(data) + 64)
+                size = lib.blosc_compress(9, shuffle, typesize, len(data), data, dest, len(dest))
+                assert size > 0
+                print(codec, shuffle, typesize, blocksize, dest.raw[:size].hex())
+"#;
+
+#[test]
+fn blosc_buffers_from_c_blosc_decode_exactly() {
+    if !oracle_available() {
+        return;
+    }
+    let have_blosc = Command::new(PYTHON)
+        .args(["-c", "import ctypes; ctypes.CDLL('libblosc.so.1')"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_blosc {
+        eprintln!("SKIPPED: libblosc.so.1 not available");
+        return;
+    }
+    let n = 40_000;
+    let data: Vec<u8> = (0..n / 4)
+        .flat_map(|i| ((i / 7) as f32 * 0.5).to_le_bytes())
+        .collect();
+    let out = Command::new(PYTHON)
+        .args(["-c", BLOSC, &n.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut cases = 0;
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let hex = fields[4];
+        let packed: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let decoded =
+            blosc_decode(&packed, data.len()).unwrap_or_else(|e| panic!("{line:.40}: {e}"));
+        assert!(
+            decoded == data,
+            "{:?} decodes to different bytes",
+            &fields[..4]
+        );
+        cases += 1;
+    }
+    assert_eq!(cases, 4 * 3 * 4 * 3);
 }

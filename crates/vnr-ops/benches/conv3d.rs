@@ -9,15 +9,24 @@ use std::hint::black_box;
 use vnr_ops::conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 use vnr_ops::pool::{max_pool3d, Pool3dParams};
 
+/// Runs one layer on an input and an optional weight.
+type LayerFn = Box<dyn Fn(&Tensor, Option<&Tensor>) -> Result<Tensor>>;
+
 /// One benchmarked layer: its name, input and parameter shapes, and how to run it.
 struct Case {
     name: &'static str,
     input: Vec<usize>,
     weight: Option<Vec<usize>>,
-    run: Box<dyn Fn(&Tensor, Option<&Tensor>) -> Result<Tensor>>,
+    run: LayerFn,
 }
 
-fn conv(name: &'static str, input: [usize; 5], weight: [usize; 5], stride: usize, pad: usize) -> Case {
+fn conv(
+    name: &'static str,
+    input: [usize; 5],
+    weight: [usize; 5],
+    stride: usize,
+    pad: usize,
+) -> Case {
     let p = Conv3dParams {
         stride: [stride; 3],
         ..Conv3dParams::symmetric(pad)
@@ -41,10 +50,34 @@ fn cases() -> Vec<Case> {
     };
     vec![
         // ConvDeconv encoder, first layers at 64³ and 128³ input.
-        conv("convdeconv_1to64_k4s2p1_64", [1, 1, 64, 64, 64], [64, 1, 4, 4, 4], 2, 1),
-        conv("convdeconv_1to64_k4s2p1_128", [1, 1, 128, 128, 128], [64, 1, 4, 4, 4], 2, 1),
-        conv("convdeconv_64to64_1x1_32", [1, 64, 32, 32, 32], [64, 64, 1, 1, 1], 1, 0),
-        conv("convdeconv_64to64_1x1_64", [1, 64, 64, 64, 64], [64, 64, 1, 1, 1], 1, 0),
+        conv(
+            "convdeconv_1to64_k4s2p1_64",
+            [1, 1, 64, 64, 64],
+            [64, 1, 4, 4, 4],
+            2,
+            1,
+        ),
+        conv(
+            "convdeconv_1to64_k4s2p1_128",
+            [1, 1, 128, 128, 128],
+            [64, 1, 4, 4, 4],
+            2,
+            1,
+        ),
+        conv(
+            "convdeconv_64to64_1x1_32",
+            [1, 64, 32, 32, 32],
+            [64, 64, 1, 1, 1],
+            1,
+            0,
+        ),
+        conv(
+            "convdeconv_64to64_1x1_64",
+            [1, 64, 64, 64, 64],
+            [64, 64, 1, 1, 1],
+            1,
+            0,
+        ),
         Case {
             name: "convdeconv_maxpool_3s1p1_32",
             input: vec![1, 64, 32, 32, 32],
@@ -58,9 +91,21 @@ fn cases() -> Vec<Case> {
             run: Box::new(|x, _| max_pool3d(x, &Pool3dParams::cubic(3, 1, 1))),
         },
         // RenderNet residual block conv: 32 channels, 3³, on 64×64×32.
-        conv("rendernet_res_32ch_k3", [1, 32, 64, 64, 32], [32, 32, 3, 3, 3], 1, 1),
+        conv(
+            "rendernet_res_32ch_k3",
+            [1, 32, 64, 64, 32],
+            [32, 32, 3, 3, 3],
+            1,
+            1,
+        ),
         // Large-channel 4³ stride-2 encoder layer and its decoder twin.
-        conv("large_256to512_k4s2p1_16", [1, 256, 16, 16, 16], [512, 256, 4, 4, 4], 2, 1),
+        conv(
+            "large_256to512_k4s2p1_16",
+            [1, 256, 16, 16, 16],
+            [512, 256, 4, 4, 4],
+            2,
+            1,
+        ),
         Case {
             name: "large_convT_512to256_k4s2p1_8",
             input: vec![1, 512, 8, 8, 8],
@@ -76,7 +121,9 @@ fn cases() -> Vec<Case> {
 /// Deterministic values in [-1, 1), so runs are comparable.
 fn filled(dims: &[usize]) -> Result<Tensor> {
     let n: usize = dims.iter().product();
-    let values: Vec<f32> = (0..n).map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0).collect();
+    let values: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
     Tensor::from_vec(values, dims, &Device::Cpu)
 }
 

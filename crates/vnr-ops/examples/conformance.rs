@@ -9,14 +9,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-// DEVSHIM-BEGIN
-#[allow(unused_imports)]
-use vnr_ops::{conv, cumulative, embedding, grid_sample, pool, raymarch};
-#[allow(dead_code)]
-#[path = "../src/conformance.rs"]
-mod conformance;
-use conformance::run_paths;
-// DEVSHIM-END
+use vnr_ops::conformance::run_paths;
 
 fn main() -> ExitCode {
     let paths: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();

@@ -33,12 +33,13 @@
 //! `padding_mode: "reflection"`, …) are errors naming the file; unknown spec keys are ignored
 //! with a warning in the report, so files carrying extra metadata still load.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use candle_core::npy::NpzTensors;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
+use vnr_formats::npz::NpzReader;
 use serde_json::{Map, Value};
 
 use crate::conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
@@ -65,10 +66,6 @@ pub const KNOWN_OPS: [&str; 9] = [
 const DEFAULT_ATOL: f64 = 1e-5;
 const DEFAULT_RTOL: f64 = 1.3e-6;
 
-/// Deflate cannot expand data by more than about 1032:1, so no array in a file of `n` bytes can
-/// decode to more than this many times `n` bytes; anything larger is a lying header.
-const MAX_EXPANSION: u64 = 1032;
-
 /// Directories deeper than this below a walked root are not entered.
 const MAX_WALK_DEPTH: usize = 32;
 
@@ -79,7 +76,7 @@ pub enum CaseError {
     #[error("{}: cannot read npz: {source}", path.display())]
     Npz {
         path: PathBuf,
-        source: candle_core::Error,
+        source: vnr_formats::npz::NpzError,
     },
     /// An array is missing, unreadable, too large for the file, or has the wrong type.
     #[error("{}: array `{name}`: {message}", path.display())]
@@ -304,17 +301,12 @@ pub fn load_case(path: impl AsRef<Path>) -> Result<Case, CaseError> {
         path: path.to_path_buf(),
         source,
     };
-    let file_len = std::fs::metadata(path)
-        .map_err(|source| CaseError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
-        .len();
-    let npz = NpzTensors::new(path).map_err(npz_error)?;
+    // vnr-formats' reader handles Fortran order and big-endian arrays, and refuses headers
+    // claiming more data than the archive can hold before allocating.
+    let npz = NpzReader::open(path).map_err(npz_error)?;
     let reader = ArrayReader {
         path,
-        npz: &npz,
-        max_bytes: file_len.saturating_mul(MAX_EXPANSION),
+        npz: RefCell::new(npz),
     };
 
     let spec = reader.spec()?;
@@ -334,7 +326,7 @@ pub fn load_case(path: impl AsRef<Path>) -> Result<Case, CaseError> {
         });
     };
 
-    let names: Vec<String> = npz.names().into_iter().cloned().collect();
+    let names: Vec<String> = reader.npz.borrow().keys().to_vec();
     let indexed = |prefix: &str| -> Vec<usize> {
         let mut found: Vec<usize> = names
             .iter()
@@ -421,8 +413,7 @@ fn array_index(name: &str, prefix: &str) -> Option<usize> {
 /// Reads the arrays of one npz, refusing headers that claim more data than the file can hold.
 struct ArrayReader<'a> {
     path: &'a Path,
-    npz: &'a NpzTensors,
-    max_bytes: u64,
+    npz: RefCell<NpzReader>,
 }
 
 impl ArrayReader<'_> {
@@ -436,34 +427,17 @@ impl ArrayReader<'_> {
 
     /// The array `name`, or `None` when the file has none.
     fn optional(&self, name: &str) -> Result<Option<Tensor>, CaseError> {
-        if !self.npz.names().iter().any(|n| n.as_str() == name) {
+        if !self.npz.borrow().keys().iter().any(|n| n.as_str() == name) {
             return Ok(None);
         }
-        // Check the header's size claim before candle allocates for it.
-        let (shape, dtype) = self
+        let array = self
             .npz
-            .get_shape_and_dtype(name)
+            .borrow_mut()
+            .array(name)
             .map_err(|e| self.error(name, e.to_string()))?;
-        let bytes = shape
-            .dims()
-            .iter()
-            .try_fold(dtype.size_in_bytes() as u64, |acc, &d| {
-                acc.checked_mul(d as u64)
-            });
-        match bytes {
-            Some(bytes) if bytes <= self.max_bytes => {}
-            _ => {
-                return Err(self.error(
-                    name,
-                    format!(
-                        "header claims shape {:?} of {dtype:?}, more than the file can hold",
-                        shape.dims()
-                    ),
-                ))
-            }
-        }
-        self.npz
-            .get(name)
+        array
+            .into_tensor(&Device::Cpu)
+            .map(Some)
             .map_err(|e| self.error(name, e.to_string()))
     }
 

@@ -23,7 +23,10 @@ pub(crate) fn contiguous_data<'a, T: WithDType>(
     match layout.contiguous_offsets() {
         Some((start, end)) => match data.get(start..end) {
             Some(slice) => Ok(slice),
-            None => bail!("{op}: layout {start}..{end} exceeds storage of {}", data.len()),
+            None => bail!(
+                "{op}: layout {start}..{end} exceeds storage of {}",
+                data.len()
+            ),
         },
         None => bail!("{op}: expected a contiguous input"),
     }

@@ -73,7 +73,10 @@ pub fn harmonic_embedding(x: &Tensor, p: &HarmonicEmbeddingParams) -> Result<Ten
         bail!("harmonic_embedding: input must have a last (feature) dim, got a scalar");
     }
     if !p.omega_0.is_finite() {
-        bail!("harmonic_embedding: omega_0 must be finite, got {}", p.omega_0);
+        bail!(
+            "harmonic_embedding: omega_0 must be finite, got {}",
+            p.omega_0
+        );
     }
     let dtype = compute_dtype("harmonic_embedding", x.dtype())?;
     let xc = x.to_dtype(dtype)?;

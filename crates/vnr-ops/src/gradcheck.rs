@@ -102,7 +102,7 @@ where
         let base: Vec<f64> = inputs[i].flatten_all()?.to_vec1()?;
         let shape = inputs[i].shape().clone();
         for j in 0..base.len() {
-            let mut eval_at = |delta: f64| -> Result<f64> {
+            let eval_at = |delta: f64| -> Result<f64> {
                 let mut moved = base.clone();
                 moved[j] += delta;
                 let mut args = inputs.clone();

@@ -8,7 +8,9 @@
 //! nearest mode rounds half to even. A grid coordinate that is NaN samples nothing (zero).
 
 use crate::cumulative::{compute_dtype, with_float_slices};
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{
+    bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
+};
 use rayon::prelude::*;
 
 /// Interpolation of [`grid_sample3d`].
@@ -35,7 +37,9 @@ pub enum GridPaddingMode {
 /// alignment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GridSampleParams {
+    /// Trilinear or nearest interpolation.
     pub mode: GridSampleMode,
+    /// What samples outside the volume read.
     pub padding_mode: GridPaddingMode,
     /// When true, -1 and 1 are the centres of the corner voxels; when false, their outer edges.
     pub align_corners: bool,
@@ -51,34 +55,67 @@ pub trait GridFloat: WithDType + std::ops::Neg<Output = Self> {
     fn is_finite(self) -> bool;
 }
 
+// `floor` and `round_ties_even` are libm calls on baseline x86-64 (no SSE4.1) and dominated the
+// kernels' profile. Below 2^(mantissa bits) the integer conversion is exact; at or above it
+// every float is already an integer (and NaN/inf pass through unchanged).
 macro_rules! impl_grid_float {
-    ($t:ty) => {
+    ($t:ty, $integral_from:expr) => {
         impl GridFloat for $t {
+            #[inline]
             fn floor(self) -> Self {
-                <$t>::floor(self)
+                if !(self.abs() < $integral_from) {
+                    return self;
+                }
+                let truncated = self as i64 as $t;
+                if truncated > self {
+                    truncated - 1.0
+                } else {
+                    truncated
+                }
             }
+            #[inline]
             fn round_half_even(self) -> Self {
-                <$t>::round_ties_even(self)
+                if !(self.abs() < $integral_from) {
+                    return self;
+                }
+                let lo = GridFloat::floor(self);
+                // Exact: the fractional part of a float is representable.
+                let frac = self - lo;
+                let lo_is_even = (lo as i64) % 2 == 0;
+                if frac > 0.5 || (frac == 0.5 && !lo_is_even) {
+                    lo + 1.0
+                } else {
+                    lo
+                }
             }
+            #[inline]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
             }
         }
     };
 }
-impl_grid_float!(f32);
-impl_grid_float!(f64);
+impl_grid_float!(f32, 8_388_608.0); // 2^23
+impl_grid_float!(f64, 4_503_599_627_370_496.0); // 2^52
 
 /// Sizes of one sampling problem: input `[n, c, d, h, w]`, output `[n, c, od, oh, ow]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SampleDims {
+    /// Batch size.
     pub n: usize,
+    /// Channels.
     pub c: usize,
+    /// Input depth (indexed by the grid's z).
     pub d: usize,
+    /// Input height (indexed by y).
     pub h: usize,
+    /// Input width (indexed by x).
     pub w: usize,
+    /// Output depth.
     pub od: usize,
+    /// Output height.
     pub oh: usize,
+    /// Output width.
     pub ow: usize,
 }
 
@@ -125,6 +162,7 @@ impl SampleDims {
 
 /// Source coordinate in voxels along an axis of `size` voxels, and its derivative with respect
 /// to the normalised grid coordinate (0 where border clamping holds it).
+#[inline]
 fn source_coordinate<T: GridFloat>(coord: T, size: usize, p: &GridSampleParams) -> (T, T) {
     let two = T::from_f64(2.0);
     let (x, grad) = if p.align_corners {
@@ -167,6 +205,7 @@ struct AxisTaps<T> {
 impl<T: GridFloat> AxisTaps<T> {
     /// Taps for source coordinate `x` on an axis of `size` voxels; out-of-range voxels are
     /// dropped (zero padding; border coordinates are already clamped into range).
+    #[inline]
     fn new(x: T, size: usize, mode: GridSampleMode) -> Self {
         let mut taps = Self {
             index: [0; 2],
@@ -214,6 +253,7 @@ struct PointTaps<T> {
 
 impl<T: GridFloat> PointTaps<T> {
     /// Taps of the sample at `grid_point` = `[x, y, z]`.
+    #[inline]
     fn new(grid_point: &[T], dims: &SampleDims, p: &GridSampleParams) -> Self {
         let (sx, gx) = source_coordinate(grid_point[0], dims.w, p);
         let (sy, gy) = source_coordinate(grid_point[1], dims.h, p);
@@ -230,6 +270,7 @@ impl<T: GridFloat> PointTaps<T> {
 
     /// Calls `f(voxel, weight, [dw/dsx, dw/dsy, dw/dsz])` for every in-range tap, in PyTorch's
     /// accumulation order (z, then y, then x; low before high).
+    #[inline]
     fn for_each(&self, mut f: impl FnMut(usize, T, [T; 3])) {
         for (iz, wz, dz) in self.z.iter() {
             for (iy, wy, dy) in self.y.iter() {
@@ -429,7 +470,10 @@ impl CustomOp2 for GridSample {
             [(input, is, il), (grid, gs, gl)],
             forward_kernel(input, grid, &dims, &self.0)
         );
-        Ok((out, Shape::from((dims.n, dims.c, dims.od, dims.oh, dims.ow))))
+        Ok((
+            out,
+            Shape::from((dims.n, dims.c, dims.od, dims.oh, dims.ow)),
+        ))
     }
 
     fn bwd(
@@ -441,7 +485,8 @@ impl CustomOp2 for GridSample {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad_res = grad_res.contiguous()?;
         let dims = SampleDims::new(input.dims(), grid.dims())?;
-        let grad_input = grid.apply_op2_no_bwd(&grad_res, &GridSampleInputBackward(self.0, dims))?;
+        let grad_input =
+            grid.apply_op2_no_bwd(&grad_res, &GridSampleInputBackward(self.0, dims))?;
         let grad_grid = input.apply_op3_no_bwd(grid, &grad_res, &GridSampleGridBackward(self.0))?;
         Ok((Some(grad_input), Some(grad_grid)))
     }
@@ -465,7 +510,11 @@ impl CustomOp2 for GridSampleInputBackward {
         let dims = self.1;
         let expected = [dims.n, dims.c, dims.od, dims.oh, dims.ow];
         if ol.dims() != expected || gl.dims() != [dims.n, dims.od, dims.oh, dims.ow, 3] {
-            bail!("{}: gradient shape {:?} does not match the output", self.name(), ol.dims());
+            bail!(
+                "{}: gradient shape {:?} does not match the output",
+                self.name(),
+                ol.dims()
+            );
         }
         let out = with_float_slices!(
             self.name(),
@@ -495,7 +544,11 @@ impl CustomOp3 for GridSampleGridBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let dims = dims_of(il, gl)?;
         if ol.dims() != [dims.n, dims.c, dims.od, dims.oh, dims.ow] {
-            bail!("{}: gradient shape {:?} does not match the output", self.name(), ol.dims());
+            bail!(
+                "{}: gradient shape {:?} does not match the output",
+                self.name(),
+                ol.dims()
+            );
         }
         let out = with_float_slices!(
             self.name(),
@@ -565,7 +618,11 @@ pub mod reference {
         }
         let flat = (voxel[2] * sizes[1] + voxel[1]) * sizes[0] + voxel[0];
         let weight = w[0] * w[1] * w[2];
-        let grads = [dw[0] * w[1] * w[2], w[0] * dw[1] * w[2], w[0] * w[1] * dw[2]];
+        let grads = [
+            dw[0] * w[1] * w[2],
+            w[0] * dw[1] * w[2],
+            w[0] * w[1] * dw[2],
+        ];
         Some((flat, weight, grads))
     }
 

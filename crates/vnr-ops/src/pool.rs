@@ -13,7 +13,9 @@ use rayon::prelude::*;
 /// Per-axis values are ordered `[D, H, W]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool3dParams {
+    /// Window size `[kd, kh, kw]`.
     pub kernel: [usize; 3],
+    /// Step between windows (PyTorch's default is the kernel size).
     pub stride: [usize; 3],
     /// Implicit padding on both sides, at most half the kernel (-inf for max, zeros for average).
     pub padding: [usize; 3],
@@ -37,11 +39,17 @@ impl Pool3dParams {
 /// Sizes of one pooling: `planes` independent `[D, H, W]` volumes (batch × channels).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolGeometry {
+    /// Number of independent volumes, `N·C`.
     pub planes: usize,
+    /// Input spatial size `[D, H, W]`.
     pub input: [usize; 3],
+    /// Output spatial size `[Do, Ho, Wo]`.
     pub output: [usize; 3],
+    /// Window size.
     pub kernel: [usize; 3],
+    /// Step between windows.
     pub stride: [usize; 3],
+    /// Implicit padding on both sides, at most half the window.
     pub padding: [usize; 3],
 }
 
@@ -81,6 +89,7 @@ impl PoolGeometry {
 
 /// Element types the pooling kernels run on.
 pub trait PoolElement: WithDType {
+    /// Whether the value is NaN (max pooling propagates NaN as PyTorch does).
     fn is_nan(self) -> bool;
 }
 

@@ -7,7 +7,9 @@
 //! prefix products and a reverse recurrence instead of dividing by `q` or `1 − d`.
 
 use crate::cumulative::{compute_dtype, cumprod, with_float_slices};
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType, D};
+use candle_core::{
+    bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType, D,
+};
 use rayon::prelude::*;
 
 /// Parameters of [`ea_raymarch`].
@@ -96,12 +98,7 @@ fn absorption<T: WithDType>(excl_q: &[T], k: usize, shift: usize) -> T {
 }
 
 /// Forward kernel: densities `[R, P]`, features `[R, P, F]` → `[R, F + 1]`.
-fn forward_kernel<T: WithDType>(
-    d: &[T],
-    f: &[T],
-    dims: RayDims,
-    p: &EaRaymarchParams,
-) -> Vec<T> {
+fn forward_kernel<T: WithDType>(d: &[T], f: &[T], dims: RayDims, p: &EaRaymarchParams) -> Vec<T> {
     let RayDims {
         rays,
         points,
@@ -113,25 +110,23 @@ fn forward_kernel<T: WithDType>(
         return out;
     }
     // Rays are indexed rather than zipped: with F = 0 `features` has no chunks to zip with.
-    out.par_chunks_mut(features + 1)
-        .enumerate()
-        .for_each_init(
-            || (vec![T::zero(); points], vec![T::zero(); points]),
-            |(excl_q, excl_t), (r, o)| {
-                let dr = &d[r * points..(r + 1) * points];
-                let fr = &f[r * points * features..(r + 1) * points * features];
-                let transmittance = prefix_products(dr, one_plus_eps, excl_q, excl_t);
-                let (feat, opacity) = o.split_at_mut(features);
-                for (k, &dk) in dr.iter().enumerate() {
-                    let w = dk * absorption(excl_q, k, p.surface_thickness);
-                    let fk = &fr[k * features..(k + 1) * features];
-                    for (acc, &v) in feat.iter_mut().zip(fk) {
-                        *acc += w * v;
-                    }
+    out.par_chunks_mut(features + 1).enumerate().for_each_init(
+        || (vec![T::zero(); points], vec![T::zero(); points]),
+        |(excl_q, excl_t), (r, o)| {
+            let dr = &d[r * points..(r + 1) * points];
+            let fr = &f[r * points * features..(r + 1) * points * features];
+            let transmittance = prefix_products(dr, one_plus_eps, excl_q, excl_t);
+            let (feat, opacity) = o.split_at_mut(features);
+            for (k, &dk) in dr.iter().enumerate() {
+                let w = dk * absorption(excl_q, k, p.surface_thickness);
+                let fk = &fr[k * features..(k + 1) * features];
+                for (acc, &v) in feat.iter_mut().zip(fk) {
+                    *acc += w * v;
                 }
-                opacity[0] = T::one() - transmittance;
-            },
-        );
+            }
+            opacity[0] = T::one() - transmittance;
+        },
+    );
     out
 }
 
@@ -244,8 +239,11 @@ impl CustomOp2 for EaRaymarch {
         _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grads =
-            densities.apply_op3_no_bwd(features, &grad_res.contiguous()?, &EaRaymarchBackward(self.0))?;
+        let grads = densities.apply_op3_no_bwd(
+            features,
+            &grad_res.contiguous()?,
+            &EaRaymarchBackward(self.0),
+        )?;
         let n_features = features.dim(D::Minus1)?;
         let grad_d = grads.narrow(D::Minus1, 0, 1)?;
         let grad_f = grads.narrow(D::Minus1, 1, n_features)?;
@@ -273,7 +271,10 @@ impl CustomOp3 for EaRaymarchBackward {
         const OP: &str = "ea_raymarch-backward";
         let dims = ray_dims(dl.dims(), fl.dims())?;
         if gl.shape().elem_count() != dims.rays * (dims.features + 1) {
-            bail!("{OP}: gradient shape {:?} does not match the output", gl.shape());
+            bail!(
+                "{OP}: gradient shape {:?} does not match the output",
+                gl.shape()
+            );
         }
         let mut out_dims = fl.dims().to_vec();
         out_dims.pop();

@@ -43,9 +43,13 @@ fn fast_matches_reference_on_every_dim() -> Result<()> {
     for dim in 0..dims.len() {
         for exclusive in [false, true] {
             let s = split(&dims, dim);
-            let got = cumsum(&x, dim, exclusive)?.flatten_all()?.to_vec1::<f64>()?;
+            let got = cumsum(&x, dim, exclusive)?
+                .flatten_all()?
+                .to_vec1::<f64>()?;
             assert_close(&got, &reference::cumsum(&data, s, exclusive), 1e-12);
-            let got = cumprod(&x, dim, exclusive)?.flatten_all()?.to_vec1::<f64>()?;
+            let got = cumprod(&x, dim, exclusive)?
+                .flatten_all()?
+                .to_vec1::<f64>()?;
             assert_close(&got, &reference::cumprod(&data, s, exclusive), 1e-12);
             // f32 runs the same kernel.
             let got32 = cumprod(&x.to_dtype(DType::F32)?, dim, exclusive)?
@@ -86,8 +90,16 @@ fn gradients_match_finite_differences() -> Result<()> {
     let x = Tensor::from_vec(data, (3, 7, 2), &Device::Cpu)?;
     for dim in 0..3 {
         for exclusive in [false, true] {
-            check_gradients(|v| cumprod(&v[0], dim, exclusive), &[x.clone()], &cfg)?;
-            check_gradients(|v| cumsum(&v[0], dim, exclusive), &[x.clone()], &cfg)?;
+            check_gradients(
+                |v| cumprod(&v[0], dim, exclusive),
+                std::slice::from_ref(&x),
+                &cfg,
+            )?;
+            check_gradients(
+                |v| cumsum(&v[0], dim, exclusive),
+                std::slice::from_ref(&x),
+                &cfg,
+            )?;
         }
     }
     // A non-contiguous input.

@@ -112,14 +112,24 @@ fn edges_outside_points_and_padding_modes() -> Result<()> {
     );
     let first = [[-1.0, -1.0, -1.0]];
     let shifted = ramp(2, 2, 4)?.affine(1.0, 1.0)?;
-    assert_close(&sample(&shifted, &first, &zeros)?, &[0.125], 1e-12, "corner");
+    assert_close(
+        &sample(&shifted, &first, &zeros)?,
+        &[0.125],
+        1e-12,
+        "corner",
+    );
     // Far outside: zeros gives 0, border clamps to the nearest voxel.
     let outside = [[3.0, 0.0, 0.0], [-2.5, 5.0, -7.0]];
     let z = sample(&shifted, &outside, &zeros)?;
     assert_close(&z, &[0.0, 0.0], 0.0, "zeros outside");
     // Border: x clamps to voxel 3; y and z (source 0.5) stay inside; then all clamp to 0/1.
     let b = sample(&shifted, &outside, &border)?;
-    assert_close(&b, &[1.0 + 3.0 + 5.0 + 50.0, 1.0 + 10.0], 1e-12, "border outside");
+    assert_close(
+        &b,
+        &[1.0 + 3.0 + 5.0 + 50.0, 1.0 + 10.0],
+        1e-12,
+        "border outside",
+    );
     // Voxel centres with align_corners = true read the voxels exactly.
     let aligned = GridSampleParams {
         align_corners: true,
@@ -143,7 +153,12 @@ fn nearest_rounds_half_to_even() -> Result<()> {
         ..Default::default()
     };
     // align_corners = false, W = 4: x = -0.5, 0, 0.5 → sources 0.5, 1.5, 2.5 → 0, 2, 2.
-    let points = [[-0.5, 0.0, 0.0], [0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [-1.0, 0.0, 0.0]];
+    let points = [
+        [-0.5, 0.0, 0.0],
+        [0.0, 0.0, 0.0],
+        [0.5, 0.0, 0.0],
+        [-1.0, 0.0, 0.0],
+    ];
     assert_close(
         &sample(&volume, &points, &p)?,
         &[0.0, 2.0, 2.0, 0.0],
@@ -243,8 +258,12 @@ fn gradients_match_finite_differences() -> Result<()> {
             },
             ..Default::default()
         };
-        check_gradients(|v| grid_sample3d(&v[0], &v[1], &p), &[input.clone(), grid.clone()], &cfg)
-            .map_err(|e| e.context(format!("{p:?}")))?;
+        check_gradients(
+            |v| grid_sample3d(&v[0], &v[1], &p),
+            &[input.clone(), grid.clone()],
+            &cfg,
+        )
+        .map_err(|e| e.context(format!("{p:?}")))?;
     }
     Ok(())
 }
@@ -253,7 +272,11 @@ fn gradients_match_finite_differences() -> Result<()> {
 fn input_gradient_at_voxel_boundaries_and_outside() -> Result<()> {
     // Points exactly on voxel centres and edges, and far outside: the sample is linear in the
     // input there, so its gradient is exact even where the grid gradient has a kink.
-    let input = Tensor::from_vec(values(2 * 3 * 4 * 2, 5, -1.0, 1.0), (1, 2, 3, 4, 2), &Device::Cpu)?;
+    let input = Tensor::from_vec(
+        values(2 * 3 * 4 * 2, 5, -1.0, 1.0),
+        (1, 2, 3, 4, 2),
+        &Device::Cpu,
+    )?;
     let coords = [
         [-1.0, -1.0, -1.0],
         [1.0, 1.0, 1.0],
@@ -269,7 +292,11 @@ fn input_gradient_at_voxel_boundaries_and_outside() -> Result<()> {
         ..Default::default()
     };
     for p in all_params() {
-        check_gradients(|v| grid_sample3d(&v[0], &v[1], &p), &[input.clone(), grid.clone()], &cfg)?;
+        check_gradients(
+            |v| grid_sample3d(&v[0], &v[1], &p),
+            &[input.clone(), grid.clone()],
+            &cfg,
+        )?;
     }
     Ok(())
 }
@@ -285,7 +312,11 @@ fn nearest_grid_gradient_is_zero_and_border_outside_is_zero() -> Result<()> {
     let grads = grid_sample3d(&input, vg.as_tensor(), &nearest)?
         .sum_all()?
         .backward()?;
-    let gg: Vec<f64> = grads.get(vg.as_tensor()).expect("grid gradient").flatten_all()?.to_vec1()?;
+    let gg: Vec<f64> = grads
+        .get(vg.as_tensor())
+        .expect("grid gradient")
+        .flatten_all()?
+        .to_vec1()?;
     assert!(gg.iter().all(|&v| v == 0.0));
     // Border clamping holds coordinates outside: no gradient along them (PyTorch's convention).
     let border = GridSampleParams {
@@ -296,7 +327,11 @@ fn nearest_grid_gradient_is_zero_and_border_outside_is_zero() -> Result<()> {
     let grads = grid_sample3d(&input, outside.as_tensor(), &border)?
         .sum_all()?
         .backward()?;
-    let gg: Vec<f64> = grads.get(outside.as_tensor()).expect("grid gradient").flatten_all()?.to_vec1()?;
+    let gg: Vec<f64> = grads
+        .get(outside.as_tensor())
+        .expect("grid gradient")
+        .flatten_all()?
+        .to_vec1()?;
     assert_eq!(gg, [0.0, 0.0, 0.0]);
     Ok(())
 }
@@ -308,10 +343,17 @@ fn non_contiguous_inputs() -> Result<()> {
     // Same values through a strided view: swap N and C twice.
     let strided = input.transpose(0, 1)?.contiguous()?.transpose(0, 1)?;
     assert!(!strided.is_contiguous());
-    let a = grid_sample3d(&input, &grid, &p)?.flatten_all()?.to_vec1::<f64>()?;
-    let b = grid_sample3d(&strided, &grid, &p)?.flatten_all()?.to_vec1::<f64>()?;
+    let a = grid_sample3d(&input, &grid, &p)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    let b = grid_sample3d(&strided, &grid, &p)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
     assert_eq!(a, b);
-    let strided_grid = grid.permute((0, 2, 1, 3, 4))?.contiguous()?.permute((0, 2, 1, 3, 4))?;
+    let strided_grid = grid
+        .permute((0, 2, 1, 3, 4))?
+        .contiguous()?
+        .permute((0, 2, 1, 3, 4))?;
     check_gradients(
         |v| grid_sample3d(&v[0].transpose(0, 1)?, &v[1], &p),
         &[input.transpose(0, 1)?.contiguous()?, strided_grid],
@@ -339,4 +381,50 @@ fn bad_shapes_are_errors() -> Result<()> {
     let empty = Tensor::zeros((2, 1, 0, 3, 3), DType::F32, &dev)?;
     assert!(grid_sample3d(&empty, &f64_grid.to_dtype(DType::F32)?, &p).is_err());
     Ok(())
+}
+
+#[test]
+fn fast_floor_and_rounding_match_std() {
+    use vnr_ops::grid_sample::GridFloat;
+    let specials = [
+        0.0,
+        -0.0,
+        0.5,
+        -0.5,
+        1.5,
+        -1.5,
+        2.5,
+        -2.5,
+        0.49999997,
+        -0.49999997,
+        1e-30,
+        -1e-30,
+        3.0,
+        -3.0,
+        8_388_607.5,
+        -8_388_607.5,
+        8_388_609.0,
+        1e20,
+        -1e20,
+        4_503_599_627_370_495.5,
+    ];
+    let randoms = values(2000, 17, -300.0, 300.0);
+    for &v in specials.iter().chain(&randoms) {
+        assert_eq!(GridFloat::floor(v), v.floor(), "{v}");
+        assert_eq!(GridFloat::round_half_even(v), v.round_ties_even(), "{v}");
+        let v32 = v as f32;
+        assert_eq!(GridFloat::floor(v32), v32.floor(), "{v32}");
+        assert_eq!(
+            GridFloat::round_half_even(v32),
+            v32.round_ties_even(),
+            "{v32}"
+        );
+    }
+    for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert_eq!(GridFloat::floor(v).to_bits(), v.floor().to_bits());
+        assert_eq!(
+            GridFloat::round_half_even(v).to_bits(),
+            v.round_ties_even().to_bits()
+        );
+    }
 }

@@ -21,7 +21,11 @@ fn values(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
 }
 
 fn tensor(shape: &[usize], seed: u64, lo: f64, hi: f64) -> Result<Tensor> {
-    Tensor::from_vec(values(shape.iter().product(), seed, lo, hi), shape, &Device::Cpu)
+    Tensor::from_vec(
+        values(shape.iter().product(), seed, lo, hi),
+        shape,
+        &Device::Cpu,
+    )
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
@@ -40,10 +44,17 @@ fn weight_norm_linear_names_init_and_forward() -> Result<()> {
     assert_eq!(layer.weight_g().dims(), [3, 1]);
     assert!(max_diff(&layer.weight()?, layer.weight_v())? < 1e-12);
     let bound = 1.0 / 5f64.sqrt();
-    let v_max = layer.weight_v().abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+    let v_max = layer
+        .weight_v()
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f64>()?;
     assert!(v_max <= bound);
     // The stored variable itself was initialised (not a copy).
-    let stored = map.data().lock().expect("varmap")["lin0.weight_g"].as_tensor().clone();
+    let stored = map.data().lock().expect("varmap")["lin0.weight_g"]
+        .as_tensor()
+        .clone();
     assert!(max_diff(&stored, layer.weight_g())? == 0.0);
     // Forward on [2, 4, 5]: x Wᵀ + b with W = g v / ‖v‖.
     let x = tensor(&[2, 4, 5], 1, -1.0, 1.0)?;
@@ -79,7 +90,11 @@ fn prelu_values_channels_and_gradients() -> Result<()> {
     let map = VarMap::new();
     let vb = VarBuilder::from_varmap(&map, DType::F64, &Device::Cpu);
     let act = prelu(3, 0.25, vb.pp("act"))?;
-    assert!(map.data().lock().expect("varmap").contains_key("act.weight"));
+    assert!(map
+        .data()
+        .lock()
+        .expect("varmap")
+        .contains_key("act.weight"));
     let x = Tensor::new(&[[[-2f64, 0.0], [1.0, -4.0], [3.0, -1.0]]], &Device::Cpu)?;
     let y: Vec<Vec<Vec<f64>>> = act.forward(&x)?.to_vec3()?;
     assert_eq!(y, [[[-0.5, 0.0], [1.0, -1.0], [3.0, -0.25]]]);
@@ -115,7 +130,9 @@ fn layer_norm_values_and_gradients() -> Result<()> {
     for (g, w) in y[0].iter().zip([-2.0 / s, -1.0 / s, 0.0, 3.0 / s]) {
         assert!((g - w).abs() < 1e-12);
     }
-    assert!(ln.forward(&Tensor::zeros((2, 3), DType::F64, &Device::Cpu)?).is_err());
+    assert!(ln
+        .forward(&Tensor::zeros((2, 3), DType::F64, &Device::Cpu)?)
+        .is_err());
     // Two normalised dims, gradients for input, weight and bias.
     let inputs = [
         tensor(&[2, 3, 2, 4], 12, -2.0, 2.0)?,
@@ -131,9 +148,16 @@ fn layer_norm_values_and_gradients() -> Result<()> {
         },
     )?;
     // f32 and bf16 run and keep their dtype.
-    let ln2 = layer_norm((2, 4), 1e-5, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu).pp("ln2"))?;
+    let ln2 = layer_norm(
+        (2, 4),
+        1e-5,
+        VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu).pp("ln2"),
+    )?;
     let x32 = inputs[0].to_dtype(DType::F32)?;
     assert_eq!(ln2.forward(&x32)?.dtype(), DType::F32);
-    assert_eq!(ln2.forward(&x32.to_dtype(DType::BF16)?)?.dtype(), DType::BF16);
+    assert_eq!(
+        ln2.forward(&x32.to_dtype(DType::BF16)?)?.dtype(),
+        DType::BF16
+    );
     Ok(())
 }

@@ -45,13 +45,24 @@ fn known_single_ray() -> Result<()> {
     };
     // Absorption [1, 0.5, 0.25], weights [0.5, 0.25, 0.25], opacity 1 - 0.5·0.5·0 = 1.
     let out: Vec<f64> = ea_raymarch(&d, &f, &p)?.to_vec1()?;
-    assert_close(&out, &[0.5 + 0.5 + 1.0, 5.0 + 5.0 + 10.0, 1.0], 1e-15, "s=1");
+    assert_close(
+        &out,
+        &[0.5 + 0.5 + 1.0, 5.0 + 5.0 + 10.0, 1.0],
+        1e-15,
+        "s=1",
+    );
     // Thickness 2: absorption [1, 1, 0.5], weights [0.5, 0.5, 0.5].
-    let p2 = EaRaymarchParams { surface_thickness: 2, ..p };
+    let p2 = EaRaymarchParams {
+        surface_thickness: 2,
+        ..p
+    };
     let out: Vec<f64> = ea_raymarch(&d, &f, &p2)?.to_vec1()?;
     assert_close(&out, &[0.5 + 1.0 + 2.0, 35.0, 1.0], 1e-15, "s=2");
     // Thickness beyond the ray: absorption is 1 everywhere.
-    let p9 = EaRaymarchParams { surface_thickness: 9, ..p };
+    let p9 = EaRaymarchParams {
+        surface_thickness: 9,
+        ..p
+    };
     let out: Vec<f64> = ea_raymarch(&d, &f, &p9)?.to_vec1()?;
     assert_close(&out, &[0.5 + 1.0 + 4.0, 55.0, 1.0], 1e-15, "s=9");
     Ok(())
@@ -83,10 +94,22 @@ fn fused_matches_reference_values_and_gradients() -> Result<()> {
                 reference::ea_raymarch(vd.as_tensor(), vf.as_tensor(), &p)?
             };
             assert_eq!(out.dims(), [rays.0, rays.1, features + 1]);
-            let weights = Tensor::from_vec(values(out.elem_count(), 3, -1.0, 1.0), out.shape(), &Device::Cpu)?;
+            let weights = Tensor::from_vec(
+                values(out.elem_count(), 3, -1.0, 1.0),
+                out.shape(),
+                &Device::Cpu,
+            )?;
             let grads = (&out * weights)?.sum_all()?.backward()?;
-            let gd: Vec<f64> = grads.get(vd.as_tensor()).expect("density grad").flatten_all()?.to_vec1()?;
-            let gf: Vec<f64> = grads.get(vf.as_tensor()).expect("feature grad").flatten_all()?.to_vec1()?;
+            let gd: Vec<f64> = grads
+                .get(vd.as_tensor())
+                .expect("density grad")
+                .flatten_all()?
+                .to_vec1()?;
+            let gf: Vec<f64> = grads
+                .get(vf.as_tensor())
+                .expect("feature grad")
+                .flatten_all()?
+                .to_vec1()?;
             results.push((out.flatten_all()?.to_vec1::<f64>()?, gd, gf));
         }
         assert_close(&results[0].0, &results[1].0, 1e-12, "forward");
@@ -100,10 +123,18 @@ fn fused_matches_reference_values_and_gradients() -> Result<()> {
 fn gradients_match_finite_differences() -> Result<()> {
     // Densities kept away from 0 and 1 so the finite-difference steps stay in bounds.
     let d = Tensor::from_vec(values(2 * 3 * 5, 4, 0.05, 0.95), (2, 3, 5, 1), &Device::Cpu)?;
-    let f = Tensor::from_vec(values(2 * 3 * 5 * 3, 5, -1.0, 1.0), (2, 3, 5, 3), &Device::Cpu)?;
+    let f = Tensor::from_vec(
+        values(2 * 3 * 5 * 3, 5, -1.0, 1.0),
+        (2, 3, 5, 3),
+        &Device::Cpu,
+    )?;
     for s in [1usize, 2] {
         let p = params(s);
-        check_gradients(|v| ea_raymarch(&v[0], &v[1], &p), &[d.clone(), f.clone()], &GradCheckConfig::default())?;
+        check_gradients(
+            |v| ea_raymarch(&v[0], &v[1], &p),
+            &[d.clone(), f.clone()],
+            &GradCheckConfig::default(),
+        )?;
     }
     // Non-contiguous features (a transposed copy transposed back) and a single ray [P, 1].
     let ft = f.get(0)?.get(0)?.t()?.contiguous()?;
@@ -120,10 +151,23 @@ fn dtypes() -> Result<()> {
     let d = Tensor::from_vec(values(6, 6, 0.0, 1.0), (2, 3, 1), &Device::Cpu)?;
     let f = Tensor::from_vec(values(12, 7, -1.0, 1.0), (2, 3, 2), &Device::Cpu)?;
     let want: Vec<f64> = ea_raymarch(&d, &f, &params(1))?.flatten_all()?.to_vec1()?;
-    let got = ea_raymarch(&d.to_dtype(DType::F32)?, &f.to_dtype(DType::F32)?, &params(1))?;
+    let got = ea_raymarch(
+        &d.to_dtype(DType::F32)?,
+        &f.to_dtype(DType::F32)?,
+        &params(1),
+    )?;
     assert_eq!(got.dtype(), DType::F32);
-    assert_close(&got.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?, &want, 1e-6, "f32");
-    let got = ea_raymarch(&d.to_dtype(DType::BF16)?, &f.to_dtype(DType::BF16)?, &params(1))?;
+    assert_close(
+        &got.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
+        &want,
+        1e-6,
+        "f32",
+    );
+    let got = ea_raymarch(
+        &d.to_dtype(DType::BF16)?,
+        &f.to_dtype(DType::BF16)?,
+        &params(1),
+    )?;
     assert_eq!(got.dtype(), DType::BF16);
     Ok(())
 }

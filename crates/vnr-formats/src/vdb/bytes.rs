@@ -100,7 +100,10 @@ impl<'a> Cursor<'a> {
             .checked_sub(self.base)
             .filter(|r| *r <= self.data.len() as u64)
             .ok_or_else(|| {
-                VdbError::corrupt(offset, format!("{what} offset {offset} lies outside the file"))
+                VdbError::corrupt(
+                    offset,
+                    format!("{what} offset {offset} lies outside the file"),
+                )
             })?;
         self.pos = rel as usize;
         Ok(())

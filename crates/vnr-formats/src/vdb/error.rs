@@ -32,7 +32,9 @@ pub enum VdbError {
         max: u32,
     },
     /// The file ends (or a bounded region ends) before something it announces.
-    #[error("truncated file: {what} needs {needed} bytes at offset {offset}, only {available} remain")]
+    #[error(
+        "truncated file: {what} needs {needed} bytes at offset {offset}, only {available} remain"
+    )]
     Truncated {
         /// What was being read.
         what: &'static str,

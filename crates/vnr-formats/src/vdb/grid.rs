@@ -60,7 +60,12 @@ pub struct Grid<T> {
 
 impl<T: VdbValue> Grid<T> {
     /// A grid from a tree; `metadata` gets `class` and `name` entries.
-    pub fn new(name: impl Into<String>, class: GridClass, transform: Transform, tree: Tree<T>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        class: GridClass,
+        transform: Transform,
+        tree: Tree<T>,
+    ) -> Self {
         let name = name.into();
         let mut metadata = MetaMap::new();
         metadata.insert("class".into(), MetaValue::String(class.as_str().into()));
@@ -106,7 +111,12 @@ impl<T: VdbValue> Grid<T> {
 
 impl<T: VdbValue + candle_core::WithDType> Grid<T> {
     /// Dense copy of `bbox` as a tensor of shape `[X, Y, Z]`.
-    pub fn to_dense_tensor(&self, bbox: BBox, limit: DenseLimit, device: &candle_core::Device) -> Result<candle_core::Tensor> {
+    pub fn to_dense_tensor(
+        &self,
+        bbox: BBox,
+        limit: DenseLimit,
+        device: &candle_core::Device,
+    ) -> Result<candle_core::Tensor> {
         let dims = bbox.dims().map(|d| d as usize);
         let data = self.to_dense(bbox, limit)?;
         Ok(candle_core::Tensor::from_vec(data, dims.to_vec(), device)?)

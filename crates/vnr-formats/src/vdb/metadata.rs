@@ -120,7 +120,9 @@ impl MetaValue {
             MetaValue::Float(v) => body.extend_from_slice(&v.to_le_bytes()),
             MetaValue::Double(v) => body.put_f64(*v),
             MetaValue::Vec3i(v) => v.iter().for_each(|c| body.put_i32(*c)),
-            MetaValue::Vec3s(v) => v.iter().for_each(|c| body.extend_from_slice(&c.to_le_bytes())),
+            MetaValue::Vec3s(v) => v
+                .iter()
+                .for_each(|c| body.extend_from_slice(&c.to_le_bytes())),
             MetaValue::Vec3d(v) => v.iter().for_each(|c| body.put_f64(*c)),
             MetaValue::Unknown { bytes, .. } => body.extend_from_slice(bytes),
         }
@@ -143,7 +145,10 @@ pub(crate) fn read_meta_map(cur: &mut Cursor<'_>) -> Result<MetaMap> {
         let len = cur.u32("metadata value length")?;
         let bytes = cur.take(len as usize, "metadata value")?;
         let value = MetaValue::decode(&type_name, bytes).ok_or_else(|| {
-            VdbError::corrupt(offset, format!("metadata '{name}' is not a valid {type_name} ({len} bytes)"))
+            VdbError::corrupt(
+                offset,
+                format!("metadata '{name}' is not a valid {type_name} ({len} bytes)"),
+            )
         })?;
         map.insert(name, value);
     }

@@ -3,7 +3,7 @@
 //! Reads file versions 220..=224: grid descriptors with offsets, typed metadata, linear
 //! transforms, 5-4-3 trees of `float`, `double`, `int32`, `int64`, `bool`, `mask`, `vec3s`,
 //! `vec3d`, `vec3i` values, half-float storage, active-mask compression with all seven
-//! per-node modes, ZIP and Blosc (LZ4 and zlib codecs) chunks. Grids of other types (e.g.
+//! per-node modes, ZIP and Blosc (blosclz, LZ4, zlib codecs; byte/bit shuffle) chunks. Grids of other types (e.g.
 //! point data) yield a typed error in their [`GridEntry`] while the file's other grids still
 //! read. Inactive voxels and tiles read the value the file stores (±background for level sets).
 //!
@@ -30,13 +30,15 @@ mod tree;
 mod value;
 mod write;
 
-pub use compression::{compression_to_string, COMPRESS_ACTIVE_MASK, COMPRESS_BLOSC, COMPRESS_ZIP};
+pub use compression::{
+    blosc_decode, compression_to_string, COMPRESS_ACTIVE_MASK, COMPRESS_BLOSC, COMPRESS_ZIP,
+};
 pub use error::{Result, VdbError};
 pub use grid::{AnyGrid, Grid, GridClass, GridValue};
 pub use metadata::{MetaMap, MetaValue};
 pub use read::{
-    list_vdb, read_vdb, FileHeader, GridDescriptor, GridEntry, GridInfo, VdbFile, VdbListing, MAX_FILE_VERSION,
-    MIN_FILE_VERSION,
+    list_vdb, read_vdb, FileHeader, GridDescriptor, GridEntry, GridInfo, VdbFile, VdbListing,
+    MAX_FILE_VERSION, MIN_FILE_VERSION,
 };
 pub use transform::{MapKind, Transform};
 pub use tree::{BBox, DenseLimit, Leaf, Tree, LEAF_VOXELS};

@@ -9,8 +9,8 @@ use super::grid::{AnyGrid, Grid, GridClass};
 use super::metadata::{read_meta_map, MetaMap, MetaValue};
 use super::transform::Transform;
 use super::tree::{
-    bit, count_on, slot_origin, Internal, Leaf, RootEntry, Tree, LEAF_LOG2, LEAF_VOXELS, LOWER_LOG2, LOWER_TOTAL,
-    UPPER_LOG2, UPPER_TOTAL,
+    bit, count_on, on_bits, slot_origin, Internal, Leaf, RootEntry, Tree, LEAF_LOG2, LEAF_VOXELS,
+    LOWER_LOG2, LOWER_TOTAL, UPPER_LOG2, UPPER_TOTAL,
 };
 use super::value::VdbValue;
 
@@ -129,7 +129,10 @@ fn read_header(cur: &mut Cursor<'_>) -> Result<FileHeader> {
             max: MAX_FILE_VERSION,
         });
     }
-    let library_version = (cur.u32("library major version")?, cur.u32("library minor version")?);
+    let library_version = (
+        cur.u32("library major version")?,
+        cur.u32("library minor version")?,
+    );
     let has_grid_offsets = cur.u8("grid offsets flag")? != 0;
     let compression = if version < NODE_MASK_COMPRESSION {
         if cur.u8("compression flag")? != 0 {
@@ -185,9 +188,13 @@ fn read_descriptor(cur: &mut Cursor<'_>) -> Result<GridDescriptor> {
     })
 }
 
-/// Checks a descriptor's offsets against the file: `after ≤ grid ≤ block ≤ end ≤ len`.
+/// Checks a descriptor's offsets against the file: `after ≤ grid ≤ block ≤ end ≤ len`
+/// (block 0 for instances).
 fn check_offsets(d: &GridDescriptor, after: u64, len: u64, at: u64) -> Result<()> {
-    let ok = after <= d.grid_pos && d.grid_pos <= d.block_pos && d.block_pos <= d.end_pos && d.end_pos <= len;
+    // Instances have no buffers of their own and store a block offset of 0.
+    let block_ok = (d.block_pos == 0 && !d.instance_parent.is_empty())
+        || (d.grid_pos <= d.block_pos && d.block_pos <= d.end_pos);
+    let ok = after <= d.grid_pos && block_ok && d.grid_pos <= d.end_pos && d.end_pos <= len;
     if ok {
         Ok(())
     } else {
@@ -204,7 +211,8 @@ fn check_offsets(d: &GridDescriptor, after: u64, len: u64, at: u64) -> Result<()
 fn grid_count(cur: &mut Cursor<'_>) -> Result<u32> {
     let at = cur.offset();
     let count = cur.i32("grid count")?;
-    let count = u32::try_from(count).map_err(|_| VdbError::corrupt(at, format!("negative grid count {count}")))?;
+    let count = u32::try_from(count)
+        .map_err(|_| VdbError::corrupt(at, format!("negative grid count {count}")))?;
     cur.ensure(u64::from(count) * MIN_DESCRIPTOR_BYTES, "grid descriptors")?;
     Ok(count)
 }
@@ -278,21 +286,22 @@ pub fn list_vdb(path: impl AsRef<Path>) -> Result<VdbListing> {
     let len = file.metadata().map_err(io_err)?.len();
     // Parses with `parse` on a window starting at `offset`, doubling the window while the
     // parse runs out of bytes and the file has more.
-    let mut windowed = |offset: u64, parse: &mut dyn FnMut(&mut Cursor<'_>) -> Result<()>| -> Result<u64> {
-        let mut size: u64 = 1 << 16;
-        loop {
-            let want = size.min(len.saturating_sub(offset));
-            let mut buf = vec![0u8; want as usize];
-            file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
-            file.read_exact(&mut buf).map_err(io_err)?;
-            let mut cur = Cursor::new(&buf, offset);
-            match parse(&mut cur) {
-                Err(VdbError::Truncated { .. }) if offset + want < len => size *= 4,
-                Err(e) => return Err(e),
-                Ok(()) => return Ok(cur.offset()),
+    let mut windowed =
+        |offset: u64, parse: &mut dyn FnMut(&mut Cursor<'_>) -> Result<()>| -> Result<u64> {
+            let mut size: u64 = 1 << 16;
+            loop {
+                let want = size.min(len.saturating_sub(offset));
+                let mut buf = vec![0u8; want as usize];
+                file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
+                file.read_exact(&mut buf).map_err(io_err)?;
+                let mut cur = Cursor::new(&buf, offset);
+                match parse(&mut cur) {
+                    Err(VdbError::Truncated { .. }) if offset + want < len => size *= 4,
+                    Err(e) => return Err(e),
+                    Ok(()) => return Ok(cur.offset()),
+                }
             }
-        }
-    };
+        };
     let mut header = None;
     let mut metadata = MetaMap::new();
     let mut count = 0;
@@ -304,7 +313,10 @@ pub fn list_vdb(path: impl AsRef<Path>) -> Result<VdbListing> {
     })?;
     let header = header.ok_or_else(|| VdbError::corrupt(0, "header missing"))?;
     if !header.has_grid_offsets {
-        return Err(VdbError::corrupt(next, "listing needs grid offsets, which this file lacks"));
+        return Err(VdbError::corrupt(
+            next,
+            "listing needs grid offsets, which this file lacks",
+        ));
     }
     let mut grids = Vec::new();
     for _ in 0..count {
@@ -362,7 +374,12 @@ enum LeafCodec {
     MaskOnly,
 }
 
-fn read_grid(cur: &mut Cursor<'_>, header: &FileHeader, d: &GridDescriptor, earlier: &[GridEntry]) -> Result<AnyGrid> {
+fn read_grid(
+    cur: &mut Cursor<'_>,
+    header: &FileHeader,
+    d: &GridDescriptor,
+    earlier: &[GridEntry],
+) -> Result<AnyGrid> {
     let value_type = d
         .type_name
         .strip_prefix("Tree_")
@@ -393,7 +410,12 @@ fn read_grid(cur: &mut Cursor<'_>, header: &FileHeader, d: &GridDescriptor, earl
             .iter()
             .find(|e| e.descriptor.unique_name == d.instance_parent)
             .and_then(|e| e.grid.as_ref().ok())
-            .ok_or_else(|| VdbError::corrupt(cur.offset(), format!("instance parent '{}' not read", d.instance_parent)))?;
+            .ok_or_else(|| {
+                VdbError::corrupt(
+                    cur.offset(),
+                    format!("instance parent '{}' not read", d.instance_parent),
+                )
+            })?;
         Some(p)
     };
     macro_rules! typed {
@@ -401,7 +423,10 @@ fn read_grid(cur: &mut Cursor<'_>, header: &FileHeader, d: &GridDescriptor, earl
             let tree = match parent {
                 Some(AnyGrid::$variant(p)) => p.tree.clone(),
                 Some(_) => {
-                    return Err(VdbError::corrupt(cur.offset(), "instance parent has another type"));
+                    return Err(VdbError::corrupt(
+                        cur.offset(),
+                        "instance parent has another type",
+                    ));
                 }
                 None => read_tree(cur, &ctx, $codec)?,
             };
@@ -422,7 +447,12 @@ fn read_grid(cur: &mut Cursor<'_>, header: &FileHeader, d: &GridDescriptor, earl
     })
 }
 
-fn finish_grid<T: VdbValue>(d: &GridDescriptor, metadata: MetaMap, transform: Transform, tree: Tree<T>) -> Grid<T> {
+fn finish_grid<T: VdbValue>(
+    d: &GridDescriptor,
+    metadata: MetaMap,
+    transform: Transform,
+    tree: Tree<T>,
+) -> Grid<T> {
     let name = match metadata.get("name") {
         Some(MetaValue::String(n)) => n.clone(),
         _ => d.name.clone(),
@@ -458,7 +488,13 @@ const NO_MASK_AND_ALL_VALS: u8 = 6;
 /// Reads `count` node values: the metadata byte, inactive values, selection mask, then the
 /// (possibly active-only, possibly half, possibly compressed) buffer, and rebuilds inactive
 /// values exactly as OpenVDB's `readCompressedValues` does.
-fn read_values<T: VdbValue>(cur: &mut Cursor<'_>, ctx: &Ctx, background: T, value_mask: &[u64], count: usize) -> Result<Box<[T]>> {
+fn read_values<T: VdbValue>(
+    cur: &mut Cursor<'_>,
+    ctx: &Ctx,
+    background: T,
+    value_mask: &[u64],
+    count: usize,
+) -> Result<Box<[T]>> {
     let offset = cur.offset();
     let meta = if ctx.version >= NODE_MASK_COMPRESSION {
         cur.u8("node compression metadata")?
@@ -466,7 +502,10 @@ fn read_values<T: VdbValue>(cur: &mut Cursor<'_>, ctx: &Ctx, background: T, valu
         NO_MASK_AND_ALL_VALS
     };
     if meta > NO_MASK_AND_ALL_VALS {
-        return Err(VdbError::corrupt(offset, format!("unknown node compression metadata {meta}")));
+        return Err(VdbError::corrupt(
+            offset,
+            format!("unknown node compression metadata {meta}"),
+        ));
     }
     let mut inactive0 = if meta == NO_MASK_OR_INACTIVE_VALS {
         background
@@ -491,9 +530,14 @@ fn read_values<T: VdbValue>(cur: &mut Cursor<'_>, ctx: &Ctx, background: T, valu
     } else {
         None
     };
-    let mask_compressed =
-        ctx.compression & COMPRESS_ACTIVE_MASK != 0 && meta != NO_MASK_AND_ALL_VALS && ctx.version >= NODE_MASK_COMPRESSION;
-    let stored = if mask_compressed { count_on(value_mask) } else { count };
+    let mask_compressed = ctx.compression & COMPRESS_ACTIVE_MASK != 0
+        && meta != NO_MASK_AND_ALL_VALS
+        && ctx.version >= NODE_MASK_COMPRESSION;
+    let stored = if mask_compressed {
+        count_on(value_mask)
+    } else {
+        count
+    };
     let half = ctx.half && T::HALF;
     let elem = if half { T::half_size() } else { T::SIZE };
     // OpenVDB's half reader/writer skip empty buffers entirely (no chunk header).
@@ -502,22 +546,28 @@ fn read_values<T: VdbValue>(cur: &mut Cursor<'_>, ctx: &Ctx, background: T, valu
     } else {
         read_chunk(cur, ctx.compression, stored * elem)?
     };
-    let decode = |b: &[u8]| if half { T::from_half_le(b) } else { T::from_le(b) };
+    let decode = |b: &[u8]| {
+        if half {
+            T::from_half_le(b)
+        } else {
+            T::from_le(b)
+        }
+    };
     if stored == count {
         return Ok(bytes.chunks_exact(elem).map(decode).collect());
     }
-    let mut active = bytes.chunks_exact(elem).map(decode);
-    Ok((0..count)
-        .map(|n| {
-            if bit(value_mask, n) {
-                active.next().unwrap_or(background)
-            } else if selection.as_deref().is_some_and(|s| bit(s, n)) {
-                inactive1
-            } else {
-                inactive0
-            }
-        })
-        .collect())
+    // Inactive values first, then the active ones over them in mask order: the same result
+    // as OpenVDB's per-slot choice, without a branch per slot.
+    let mut out = vec![inactive0; count];
+    if let Some(selection) = &selection {
+        for n in on_bits(selection) {
+            out[n] = inactive1;
+        }
+    }
+    for (n, chunk) in on_bits(value_mask).zip(bytes.chunks_exact(elem)) {
+        out[n] = decode(chunk);
+    }
+    Ok(out.into_boxed_slice())
 }
 
 const LEAF_WORDS: usize = LEAF_VOXELS / 64;
@@ -553,7 +603,10 @@ fn read_tree<T: VdbValue>(cur: &mut Cursor<'_>, ctx: &Ctx, codec: LeafCodec) -> 
     let background = T::from_le(cur.take(T::SIZE, "background value")?);
     let num_tiles = cur.u32("root tile count")?;
     let num_children = cur.u32("root child count")?;
-    cur.ensure(u64::from(num_tiles) * (12 + T::SIZE as u64 + 1), "root tiles")?;
+    cur.ensure(
+        u64::from(num_tiles) * (12 + T::SIZE as u64 + 1),
+        "root tiles",
+    )?;
     let mut tree = Tree::empty(background);
     for _ in 0..num_tiles {
         let at = cur.offset();
@@ -583,12 +636,16 @@ fn read_tree<T: VdbValue>(cur: &mut Cursor<'_>, ctx: &Ctx, codec: LeafCodec) -> 
             }
             tree.lowers.push(lower);
         }
-        tree.root.push((origin, RootEntry::Child(tree.uppers.len())));
+        tree.root
+            .push((origin, RootEntry::Child(tree.uppers.len())));
         tree.uppers.push(upper);
     }
-    tree.root.sort_by(|a, b| a.0.cmp(&b.0));
+    tree.root.sort_by_key(|entry| entry.0);
     if let Some(w) = tree.root.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(VdbError::corrupt(cur.offset(), format!("root holds two entries at {:?}", w[0].0)));
+        return Err(VdbError::corrupt(
+            cur.offset(),
+            format!("root holds two entries at {:?}", w[0].0),
+        ));
     }
     // Buffers come in root-map order (sorted origins), depth first.
     let order: Vec<usize> = tree
@@ -620,19 +677,34 @@ fn child_slots<T: VdbValue>(node: &Internal<T>) -> Vec<usize> {
 fn aligned(origin: [i32; 3], log2: u32, at: u64) -> Result<[i32; 3]> {
     let mask = (1i32 << log2) - 1;
     if origin.iter().any(|v| v & mask != 0) {
-        return Err(VdbError::corrupt(at, format!("node origin {origin:?} is not a multiple of {}", 1 << log2)));
+        return Err(VdbError::corrupt(
+            at,
+            format!("node origin {origin:?} is not a multiple of {}", 1 << log2),
+        ));
     }
     Ok(origin)
 }
 
-fn read_leaf_buffer<T: VdbValue>(cur: &mut Cursor<'_>, ctx: &Ctx, background: T, codec: LeafCodec, leaf: &mut Leaf<T>) -> Result<()> {
+fn read_leaf_buffer<T: VdbValue>(
+    cur: &mut Cursor<'_>,
+    ctx: &Ctx,
+    background: T,
+    codec: LeafCodec,
+    leaf: &mut Leaf<T>,
+) -> Result<()> {
     // Seekable readers (OpenVDB's own for files) keep the topology's copy of the mask.
     let _mask_copy = cur.take(LEAF_WORDS * 8, "leaf buffer value mask")?;
     let at = cur.offset();
     let check_origin = |cur: &mut Cursor<'_>| -> Result<()> {
         let stored = cur.coord("leaf origin")?;
         if stored != leaf.origin {
-            return Err(VdbError::corrupt(at, format!("leaf origin {stored:?} where {:?} was expected", leaf.origin)));
+            return Err(VdbError::corrupt(
+                at,
+                format!(
+                    "leaf origin {stored:?} where {:?} was expected",
+                    leaf.origin
+                ),
+            ));
         }
         Ok(())
     };

@@ -70,8 +70,9 @@ fn invert(m: &[[f64; 3]; 3]) -> Option<[[f64; 3]; 3]> {
 
 impl Transform {
     fn build(kind: MapKind, linear: [[f64; 3]; 3], translation: [f64; 3]) -> Result<Self> {
-        let inverse = invert(&linear)
-            .ok_or_else(|| VdbError::InvalidInput(format!("{} is not invertible: {linear:?}", kind.name())))?;
+        let inverse = invert(&linear).ok_or_else(|| {
+            VdbError::InvalidInput(format!("{} is not invertible: {linear:?}", kind.name()))
+        })?;
         Ok(Transform {
             kind,
             linear,
@@ -87,7 +88,11 @@ impl Transform {
 
     /// Uniform voxel size then translation (`UniformScaleTranslateMap`).
     pub fn uniform_scale_translate(voxel_size: f64, translation: [f64; 3]) -> Result<Self> {
-        Self::build(MapKind::UniformScaleTranslate, diag([voxel_size; 3]), translation)
+        Self::build(
+            MapKind::UniformScaleTranslate,
+            diag([voxel_size; 3]),
+            translation,
+        )
     }
 
     /// Per-axis scale then translation (`ScaleTranslateMap`).
@@ -102,7 +107,12 @@ impl Transform {
 
     /// Lengths of the images of the index axes (OpenVDB's `voxelSize()`).
     pub fn voxel_size(&self) -> [f64; 3] {
-        let col = |k: usize| (0..3).map(|r| self.linear[r][k].powi(2)).sum::<f64>().sqrt();
+        let col = |k: usize| {
+            (0..3)
+                .map(|r| self.linear[r][k].powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
         [col(0), col(1), col(2)]
     }
 
@@ -119,7 +129,9 @@ impl Transform {
     /// Index space (continuous, voxel centres at integers) to world space.
     pub fn index_to_world(&self, ijk: [f64; 3]) -> [f64; 3] {
         let m = &self.linear;
-        std::array::from_fn(|r| m[r][0] * ijk[0] + m[r][1] * ijk[1] + m[r][2] * ijk[2] + self.translation[r])
+        std::array::from_fn(|r| {
+            m[r][0] * ijk[0] + m[r][1] * ijk[1] + m[r][2] * ijk[2] + self.translation[r]
+        })
     }
 
     /// World space to continuous index space (the exact inverse of [`Self::index_to_world`]).
@@ -151,7 +163,11 @@ impl Transform {
                 };
                 (kind, diag(scale_fields(cur)?), t)
             }
-            "TranslationMap" => (MapKind::Translation, diag([1.0; 3]), cur.vec3d("map translation")?),
+            "TranslationMap" => (
+                MapKind::Translation,
+                diag([1.0; 3]),
+                cur.vec3d("map translation")?,
+            ),
             "AffineMap" | "UnitaryMap" => {
                 // Mat4d, row-major, row-vector convention: world = [i j k 1] · M.
                 let mut m = [[0.0; 4]; 4];

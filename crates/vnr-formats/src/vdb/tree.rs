@@ -78,7 +78,10 @@ impl BBox {
         let empty = b.volume() == 0;
         (b.min[0]..=b.max[0])
             .filter(move |_| !empty)
-            .flat_map(move |x| (b.min[1]..=b.max[1]).flat_map(move |y| (b.min[2]..=b.max[2]).map(move |z| [x, y, z])))
+            .flat_map(move |x| {
+                (b.min[1]..=b.max[1])
+                    .flat_map(move |y| (b.min[2]..=b.max[2]).map(move |z| [x, y, z]))
+            })
     }
 }
 
@@ -93,7 +96,9 @@ pub struct DenseLimit {
 impl Default for DenseLimit {
     /// 512³ voxels (2 GiB of `f32`).
     fn default() -> Self {
-        DenseLimit { max_voxels: 1 << 27 }
+        DenseLimit {
+            max_voxels: 1 << 27,
+        }
     }
 }
 
@@ -126,7 +131,7 @@ pub(crate) fn count_on(mask: &[u64]) -> usize {
     mask.iter().map(|w| w.count_ones() as usize).sum()
 }
 
-fn on_bits(mask: &[u64]) -> impl Iterator<Item = usize> + '_ {
+pub(crate) fn on_bits(mask: &[u64]) -> impl Iterator<Item = usize> + '_ {
     mask.iter().enumerate().flat_map(|(wi, &w)| {
         let mut rest = w;
         std::iter::from_fn(move || {
@@ -164,9 +169,38 @@ impl<T: VdbValue> Leaf<T> {
     pub fn active_count(&self) -> usize {
         count_on(&self.value_mask)
     }
+    /// Bounding box of the active voxels, from the mask alone: word `x` of the mask holds row
+    /// x, byte `y` of a word holds the z bits of (x, y).
+    pub fn active_bbox(&self) -> Option<BBox> {
+        let (mut x_lo, mut x_hi, mut y_bits, mut z_bits) = (u32::MAX, 0u32, 0u8, 0u8);
+        for (x, word) in self.value_mask.iter().enumerate() {
+            if *word == 0 {
+                continue;
+            }
+            x_lo = x_lo.min(x as u32);
+            x_hi = x as u32;
+            for (y, byte) in word.to_le_bytes().iter().enumerate() {
+                if *byte != 0 {
+                    y_bits |= 1 << y;
+                    z_bits |= byte;
+                }
+            }
+        }
+        if y_bits == 0 {
+            return None;
+        }
+        let lo = [x_lo, y_bits.trailing_zeros(), z_bits.trailing_zeros()];
+        let hi = [x_hi, 7 - y_bits.leading_zeros(), 7 - z_bits.leading_zeros()];
+        Some(BBox::new(
+            std::array::from_fn(|k| self.origin[k] + lo[k] as i32),
+            std::array::from_fn(|k| self.origin[k] + hi[k] as i32),
+        ))
+    }
+
     /// The active voxels as (ijk, value).
     pub fn active_voxels(&self) -> impl Iterator<Item = ([i32; 3], T)> + '_ {
-        on_bits(&self.value_mask).map(move |n| (slot_origin(self.origin, n, LEAF_LOG2, 0), self.values[n]))
+        on_bits(&self.value_mask)
+            .map(move |n| (slot_origin(self.origin, n, LEAF_LOG2, 0), self.values[n]))
     }
 }
 
@@ -184,7 +218,12 @@ pub(crate) struct Internal<T> {
 }
 
 impl<T: VdbValue> Internal<T> {
-    pub(crate) fn new(origin: [i32; 3], child_mask: Box<[u64]>, value_mask: Box<[u64]>, values: Box<[T]>) -> Self {
+    pub(crate) fn new(
+        origin: [i32; 3],
+        child_mask: Box<[u64]>,
+        value_mask: Box<[u64]>,
+        values: Box<[T]>,
+    ) -> Self {
         let mut total = 0u32;
         let rank = child_mask
             .iter()
@@ -306,14 +345,24 @@ impl<T: VdbValue> Tree<T> {
     pub fn active_tiles(&self) -> Vec<(BBox, T)> {
         let mut out = Vec::new();
         for (origin, entry) in &self.root {
-            if let RootEntry::Tile { value, active: true } = entry {
+            if let RootEntry::Tile {
+                value,
+                active: true,
+            } = entry
+            {
                 out.push((BBox::cube(*origin, UPPER_TOTAL), *value));
             }
         }
-        for (nodes, log2, child_total) in [(&self.uppers, UPPER_LOG2, LOWER_TOTAL), (&self.lowers, LOWER_LOG2, LEAF_LOG2)] {
+        for (nodes, log2, child_total) in [
+            (&self.uppers, UPPER_LOG2, LOWER_TOTAL),
+            (&self.lowers, LOWER_LOG2, LEAF_LOG2),
+        ] {
             for node in nodes {
                 for n in node.active_tiles() {
-                    out.push((BBox::cube(slot_origin(node.origin, n, log2, child_total), child_total), node.values[n]));
+                    out.push((
+                        BBox::cube(slot_origin(node.origin, n, log2, child_total), child_total),
+                        node.values[n],
+                    ));
                 }
             }
         }
@@ -336,8 +385,8 @@ impl<T: VdbValue> Tree<T> {
         let mut acc: Option<BBox> = None;
         let mut add = |b: BBox| acc = Some(acc.map_or(b, |a| a.union(&b)));
         for leaf in &self.leaves {
-            for (ijk, _) in leaf.active_voxels() {
-                add(BBox::new(ijk, ijk));
+            if let Some(b) = leaf.active_bbox() {
+                add(b);
             }
         }
         for (b, _) in self.active_tiles() {
@@ -349,10 +398,11 @@ impl<T: VdbValue> Tree<T> {
     /// Every active voxel as (ijk, value): leaf voxels first, then the voxels of active tiles.
     pub fn active_voxels(&self) -> impl Iterator<Item = ([i32; 3], T)> + '_ {
         let tiles = self.active_tiles();
-        self.leaves
-            .iter()
-            .flat_map(Leaf::active_voxels)
-            .chain(tiles.into_iter().flat_map(|(b, v)| b.iter().map(move |ijk| (ijk, v))))
+        self.leaves.iter().flat_map(Leaf::active_voxels).chain(
+            tiles
+                .into_iter()
+                .flat_map(|(b, v)| b.iter().map(move |ijk| (ijk, v))),
+        )
     }
 
     /// Values over `bbox` as a flat vector `[x][y][z]` (z fastest, like OpenVDB's `Dense`),
@@ -369,7 +419,11 @@ impl<T: VdbValue> Tree<T> {
         if voxels == 0 {
             return Ok(dense);
         }
-        let mut out = DenseView { data: &mut dense, bbox };
+        let mut out = DenseView {
+            data: &mut dense,
+            bbox,
+            dims: bbox.dims(),
+        };
         for (origin, entry) in &self.root {
             let Some(clip) = BBox::cube(*origin, UPPER_TOTAL).intersect(&bbox) else {
                 continue;
@@ -378,11 +432,23 @@ impl<T: VdbValue> Tree<T> {
                 RootEntry::Tile { value, .. } => out.fill(&clip, *value),
                 RootEntry::Child(u) => {
                     let upper = &self.uppers[*u];
-                    self.internal_to_dense(upper, UPPER_LOG2, LOWER_TOTAL, &clip, &mut out, &|lower, clip, out| {
-                        self.internal_to_dense(&self.lowers[lower], LOWER_LOG2, LEAF_LOG2, clip, out, &|leaf, clip, out| {
-                            out.copy_leaf(&self.leaves[leaf], clip)
-                        })
-                    });
+                    self.internal_to_dense(
+                        upper,
+                        UPPER_LOG2,
+                        LOWER_TOTAL,
+                        &clip,
+                        &mut out,
+                        &|lower, clip, out| {
+                            self.internal_to_dense(
+                                &self.lowers[lower],
+                                LOWER_LOG2,
+                                LEAF_LOG2,
+                                clip,
+                                out,
+                                &|leaf, clip, out| out.copy_leaf(&self.leaves[leaf], clip),
+                            )
+                        },
+                    );
                 }
             }
         }
@@ -408,7 +474,10 @@ impl<T: VdbValue> Tree<T> {
             for y in lo[1]..=hi[1] {
                 for z in lo[2]..=hi[2] {
                     let n = (x << (2 * log2)) | (y << log2) | z;
-                    let Some(sub) = BBox::cube(slot_origin(node.origin, n, log2, child_total), child_total).intersect(clip) else {
+                    let Some(sub) =
+                        BBox::cube(slot_origin(node.origin, n, log2, child_total), child_total)
+                            .intersect(clip)
+                    else {
                         continue;
                     };
                     match node.child(n) {
@@ -425,12 +494,15 @@ impl<T: VdbValue> Tree<T> {
 struct DenseView<'a, T> {
     data: &'a mut [T],
     bbox: BBox,
+    /// `bbox.dims()`, cached: it is needed for every row.
+    dims: [u64; 3],
 }
 
 impl<T: VdbValue> DenseView<'_, T> {
     fn index(&self, ijk: [i32; 3]) -> usize {
-        let d = self.bbox.dims();
-        let l: [u64; 3] = std::array::from_fn(|k| (i64::from(ijk[k]) - i64::from(self.bbox.min[k])) as u64);
+        let d = self.dims;
+        let l: [u64; 3] =
+            std::array::from_fn(|k| (i64::from(ijk[k]) - i64::from(self.bbox.min[k])) as u64);
         ((l[0] * d[1] + l[1]) * d[2] + l[2]) as usize
     }
 

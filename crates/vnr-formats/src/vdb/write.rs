@@ -11,8 +11,8 @@ use super::metadata::{write_meta_map, MetaValue};
 use super::read::{MAGIC, MAX_FILE_VERSION};
 use super::transform::Transform;
 use super::tree::{
-    bit, set_bit, slot, slot_origin, BBox, Internal, Leaf, RootEntry, Tree, LEAF_LOG2, LEAF_VOXELS, LOWER_LOG2,
-    LOWER_TOTAL, UPPER_LOG2, UPPER_TOTAL,
+    bit, set_bit, slot, slot_origin, BBox, Internal, Leaf, RootEntry, Tree, LEAF_LOG2, LEAF_VOXELS,
+    LOWER_LOG2, LOWER_TOTAL, UPPER_LOG2, UPPER_TOTAL,
 };
 use super::value::VdbValue;
 
@@ -40,12 +40,21 @@ impl Default for WriteOptions {
 
 impl WriteOptions {
     fn flags(self) -> u32 {
-        (if self.zip { COMPRESS_ZIP } else { 0 }) | (if self.active_mask { COMPRESS_ACTIVE_MASK } else { 0 })
+        (if self.zip { COMPRESS_ZIP } else { 0 })
+            | (if self.active_mask {
+                COMPRESS_ACTIVE_MASK
+            } else {
+                0
+            })
     }
 }
 
 /// Writes `grids` to `path` atomically (temporary file + rename).
-pub fn write_vdb<T: VdbValue>(path: impl AsRef<Path>, grids: &[&Grid<T>], options: WriteOptions) -> Result<()> {
+pub fn write_vdb<T: VdbValue>(
+    path: impl AsRef<Path>,
+    grids: &[&Grid<T>],
+    options: WriteOptions,
+) -> Result<()> {
     let bytes = vdb_bytes(grids, options)?;
     crate::atomic::write_atomically(path.as_ref(), |w| {
         use std::io::Write;
@@ -56,7 +65,9 @@ pub fn write_vdb<T: VdbValue>(path: impl AsRef<Path>, grids: &[&Grid<T>], option
 /// The bytes of a file holding `grids`.
 pub fn vdb_bytes<T: VdbValue>(grids: &[&Grid<T>], options: WriteOptions) -> Result<Vec<u8>> {
     if T::TYPE_NAME == "bool" {
-        return Err(VdbError::InvalidInput("writing bool/mask grids is not supported".into()));
+        return Err(VdbError::InvalidInput(
+            "writing bool/mask grids is not supported".into(),
+        ));
     }
     let mut out = Vec::new();
     out.put_i64(MAGIC);
@@ -68,7 +79,9 @@ pub fn vdb_bytes<T: VdbValue>(grids: &[&Grid<T>], options: WriteOptions) -> Resu
     let mut file_meta = BTreeMap::new();
     file_meta.insert("creator".to_string(), MetaValue::String("vnr".into()));
     write_meta_map(&mut out, &file_meta);
-    out.put_i32(i32::try_from(grids.len()).map_err(|_| VdbError::InvalidInput("too many grids".into()))?);
+    out.put_i32(
+        i32::try_from(grids.len()).map_err(|_| VdbError::InvalidInput("too many grids".into()))?,
+    );
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for grid in grids {
         let n = seen.entry(grid.name.as_str()).or_default();
@@ -87,7 +100,8 @@ pub fn vdb_bytes<T: VdbValue>(grids: &[&Grid<T>], options: WriteOptions) -> Resu
         let block_pos = write_grid(&mut out, grid, options.flags());
         let end_pos = out.len();
         for (k, pos) in [grid_pos, block_pos, end_pos].into_iter().enumerate() {
-            out[offsets_at + 8 * k..offsets_at + 8 * k + 8].copy_from_slice(&(pos as i64).to_le_bytes());
+            out[offsets_at + 8 * k..offsets_at + 8 * k + 8]
+                .copy_from_slice(&(pos as i64).to_le_bytes());
         }
     }
     Ok(out)
@@ -97,24 +111,44 @@ pub fn vdb_bytes<T: VdbValue>(grids: &[&Grid<T>], options: WriteOptions) -> Resu
 fn uuid() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.write_u32(std::process::id());
     let a = h.finish();
     h.write_u64(a);
     let b = h.finish();
     let x = (u128::from(a) << 64 | u128::from(b)) & !(0xF000u128 << 64) | (0x4000u128 << 64);
     let s = format!("{x:032x}");
-    format!("{}-{}-{}-{}-{}", &s[0..8], &s[8..12], &s[12..16], &s[16..20], &s[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &s[0..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..32]
+    )
 }
 
 /// Writes one grid from its compression flags to its last buffer; returns the block offset.
 fn write_grid<T: VdbValue>(out: &mut Vec<u8>, grid: &Grid<T>, flags: u32) -> usize {
     out.put_u32(flags);
     let mut meta = grid.metadata.clone();
-    meta.insert("class".into(), MetaValue::String(grid.class.as_str().into()));
+    meta.insert(
+        "class".into(),
+        MetaValue::String(grid.class.as_str().into()),
+    );
     meta.insert("name".into(), MetaValue::String(grid.name.clone()));
-    meta.insert("file_compression".into(), MetaValue::String(compression_to_string(flags)));
-    meta.insert("file_voxel_count".into(), MetaValue::Int64(grid.active_voxel_count() as i64));
+    meta.insert(
+        "file_compression".into(),
+        MetaValue::String(compression_to_string(flags)),
+    );
+    meta.insert(
+        "file_voxel_count".into(),
+        MetaValue::Int64(grid.active_voxel_count() as i64),
+    );
     if let Some(b) = grid.active_bbox() {
         meta.insert("file_bbox_min".into(), MetaValue::Vec3i(b.min));
         meta.insert("file_bbox_max".into(), MetaValue::Vec3i(b.max));
@@ -122,14 +156,19 @@ fn write_grid<T: VdbValue>(out: &mut Vec<u8>, grid: &Grid<T>, flags: u32) -> usi
     meta.insert("is_local_space".into(), MetaValue::Bool(false));
     meta.insert("is_saved_as_half_float".into(), MetaValue::Bool(false));
     meta.insert("value_type".into(), MetaValue::String(T::TYPE_NAME.into()));
-    meta.entry("vector_type".into()).or_insert(MetaValue::String("invariant".into()));
+    meta.entry("vector_type".into())
+        .or_insert(MetaValue::String("invariant".into()));
     write_meta_map(out, &meta);
     grid.transform.write(out);
     let tree = &grid.tree;
     let bg = tree.background;
     out.put_i32(1); // buffer count
     bg.put_le(out);
-    let tiles = tree.root.iter().filter(|(_, e)| matches!(e, RootEntry::Tile { .. })).count();
+    let tiles = tree
+        .root
+        .iter()
+        .filter(|(_, e)| matches!(e, RootEntry::Tile { .. }))
+        .count();
     out.put_u32(tiles as u32);
     out.put_u32((tree.root.len() - tiles) as u32);
     for (origin, entry) in &tree.root {
@@ -172,12 +211,26 @@ fn write_grid<T: VdbValue>(out: &mut Vec<u8>, grid: &Grid<T>, flags: u32) -> usi
 fn write_internal<T: VdbValue>(out: &mut Vec<u8>, node: &Internal<T>, bg: T, flags: u32) {
     out.put_mask(&node.child_mask);
     out.put_mask(&node.value_mask);
-    write_values(out, &node.values, &node.value_mask, Some(&node.child_mask), bg, flags);
+    write_values(
+        out,
+        &node.values,
+        &node.value_mask,
+        Some(&node.child_mask),
+        bg,
+        flags,
+    );
 }
 
 /// OpenVDB's `writeCompressedValues`: picks the per-node metadata from the distinct inactive
 /// values (ignoring child slots), then writes inactive values, selection mask and the buffer.
-fn write_values<T: VdbValue>(out: &mut Vec<u8>, values: &[T], value_mask: &[u64], child_mask: Option<&[u64]>, bg: T, flags: u32) {
+fn write_values<T: VdbValue>(
+    out: &mut Vec<u8>,
+    values: &[T],
+    value_mask: &[u64],
+    child_mask: Option<&[u64]>,
+    bg: T,
+    flags: u32,
+) {
     const NO_MASK_OR_INACTIVE_VALS: u8 = 0;
     const NO_MASK_AND_MINUS_BG: u8 = 1;
     const NO_MASK_AND_ONE_INACTIVE_VAL: u8 = 2;
@@ -208,12 +261,29 @@ fn write_values<T: VdbValue>(out: &mut Vec<u8>, values: &[T], value_mask: &[u64]
             [a] if a == neg => (NO_MASK_AND_MINUS_BG, [a, bg]),
             [a] => (NO_MASK_AND_ONE_INACTIVE_VAL, [a, bg]),
             [a, b] if a != bg && b != bg => (MASK_AND_TWO_INACTIVE_VALS, [a, b]),
-            [a, b] if b == bg => (if a == neg { MASK_AND_NO_INACTIVE_VALS } else { MASK_AND_ONE_INACTIVE_VAL }, [a, b]),
-            [a, b] => (if b == neg { MASK_AND_NO_INACTIVE_VALS } else { MASK_AND_ONE_INACTIVE_VAL }, [b, a]),
+            [a, b] if b == bg => (
+                if a == neg {
+                    MASK_AND_NO_INACTIVE_VALS
+                } else {
+                    MASK_AND_ONE_INACTIVE_VAL
+                },
+                [a, b],
+            ),
+            [a, b] => (
+                if b == neg {
+                    MASK_AND_NO_INACTIVE_VALS
+                } else {
+                    MASK_AND_ONE_INACTIVE_VAL
+                },
+                [b, a],
+            ),
             _ => (NO_MASK_AND_ALL_VALS, [bg, bg]),
         };
         out.push(meta);
-        if matches!(meta, NO_MASK_AND_ONE_INACTIVE_VAL | MASK_AND_ONE_INACTIVE_VAL | MASK_AND_TWO_INACTIVE_VALS) {
+        if matches!(
+            meta,
+            NO_MASK_AND_ONE_INACTIVE_VAL | MASK_AND_ONE_INACTIVE_VAL | MASK_AND_TWO_INACTIVE_VALS
+        ) {
             inactive[0].put_le(out);
             if meta == MASK_AND_TWO_INACTIVE_VALS {
                 inactive[1].put_le(out);
@@ -243,18 +313,28 @@ fn write_values<T: VdbValue>(out: &mut Vec<u8>, values: &[T], value_mask: &[u64]
     }
 }
 
+/// Leaves keyed by (upper origin, lower origin, leaf origin): sorted, they group by node.
+type LeafKey = ([i32; 3], [i32; 3], [i32; 3]);
+
 impl<T: VdbValue> Tree<T> {
     /// A tree whose active voxels are `voxels` (later duplicates win); every other voxel and
     /// tile holds `background`.
-    pub fn from_active_voxels(background: T, voxels: impl IntoIterator<Item = ([i32; 3], T)>) -> Self {
+    pub fn from_active_voxels(
+        background: T,
+        voxels: impl IntoIterator<Item = ([i32; 3], T)>,
+    ) -> Self {
         Self::build(background, voxels, |_| background)
     }
 
     /// Builds a tree from active voxels; `inactive(region)` gives the value of inactive voxels
     /// (single-voxel regions) and of tiles (their whole region) inside allocated nodes.
-    pub(crate) fn build(background: T, voxels: impl IntoIterator<Item = ([i32; 3], T)>, inactive: impl Fn(BBox) -> T) -> Self {
+    pub(crate) fn build(
+        background: T,
+        voxels: impl IntoIterator<Item = ([i32; 3], T)>,
+        inactive: impl Fn(BBox) -> T,
+    ) -> Self {
         let leaf_key = |ijk: [i32; 3]| ijk.map(|v| v & !((1 << LEAF_LOG2) - 1));
-        let mut leaves: BTreeMap<([i32; 3], [i32; 3], [i32; 3]), Leaf<T>> = BTreeMap::new();
+        let mut leaves: BTreeMap<LeafKey, Leaf<T>> = BTreeMap::new();
         for (ijk, value) in voxels {
             let origin = leaf_key(ijk);
             let key = (
@@ -288,11 +368,19 @@ impl<T: VdbValue> Tree<T> {
                     if bit(&child_mask, n) {
                         background
                     } else {
-                        inactive(BBox::cube(slot_origin(origin, n, log2, child_total), child_total))
+                        inactive(BBox::cube(
+                            slot_origin(origin, n, log2, child_total),
+                            child_total,
+                        ))
                     }
                 })
                 .collect();
-            Internal::new(origin, child_mask.into(), vec![0u64; slots / 64].into(), values)
+            Internal::new(
+                origin,
+                child_mask.into(),
+                vec![0u64; slots / 64].into(),
+                values,
+            )
         };
         let entries: Vec<_> = leaves.into_iter().collect();
         for upper_group in entries.chunk_by(|a, b| a.0 .0 == b.0 .0) {
@@ -305,12 +393,14 @@ impl<T: VdbValue> Tree<T> {
                 let leaf_origins: Vec<[i32; 3]> = lower_group.iter().map(|(k, _)| k.2).collect();
                 let mut lower = new_node(lower_origin, LOWER_LOG2, LEAF_LOG2, &leaf_origins);
                 lower.first_child = tree.leaves.len();
-                tree.leaves.extend(lower_group.iter().map(|(_, l)| l.clone()));
+                tree.leaves
+                    .extend(lower_group.iter().map(|(_, l)| l.clone()));
                 tree.lowers.push(lower);
             }
             let mut upper = new_node(upper_origin, UPPER_LOG2, LOWER_TOTAL, &lower_origins);
             upper.first_child = first_lower;
-            tree.root.push((upper_origin, RootEntry::Child(tree.uppers.len())));
+            tree.root
+                .push((upper_origin, RootEntry::Child(tree.uppers.len())));
             tree.uppers.push(upper);
         }
         tree
@@ -352,7 +442,8 @@ impl DenseSamples<'_> {
     /// The sample nearest to the centre of `region` (clamped into the array).
     fn nearest(&self, region: BBox) -> f32 {
         let l: [usize; 3] = std::array::from_fn(|k| {
-            let centre = (i64::from(region.min[k]) + i64::from(region.max[k])) / 2 - i64::from(self.origin[k]);
+            let centre = (i64::from(region.min[k]) + i64::from(region.max[k])) / 2
+                - i64::from(self.origin[k]);
             centre.clamp(0, self.dims[k] as i64 - 1) as usize
         });
         self.values[(l[0] * self.dims[1] + l[1]) * self.dims[2] + l[2]]
@@ -363,10 +454,17 @@ impl Grid<f32> {
     /// A level set from a dense signed distance array (world units, negative inside): voxels
     /// with `|d| < half_width` become active; every other voxel and tile reads
     /// `±half_width` by the sign of the nearest sample, so the inside stays negative.
-    pub fn level_set_from_dense(name: impl Into<String>, samples: DenseSamples<'_>, transform: Transform, half_width: f32) -> Result<Self> {
+    pub fn level_set_from_dense(
+        name: impl Into<String>,
+        samples: DenseSamples<'_>,
+        transform: Transform,
+        half_width: f32,
+    ) -> Result<Self> {
         samples.check()?;
         if !(half_width > 0.0 && half_width.is_finite()) {
-            return Err(VdbError::InvalidInput(format!("half width {half_width} must be positive")));
+            return Err(VdbError::InvalidInput(format!(
+                "half width {half_width} must be positive"
+            )));
         }
         let tree = Tree::build(
             half_width,
@@ -384,7 +482,12 @@ impl Grid<f32> {
 
     /// A fog volume from dense densities: samples above `threshold` become active voxels;
     /// everything else reads the background 0.
-    pub fn fog_from_dense(name: impl Into<String>, samples: DenseSamples<'_>, transform: Transform, threshold: f32) -> Result<Self> {
+    pub fn fog_from_dense(
+        name: impl Into<String>,
+        samples: DenseSamples<'_>,
+        transform: Transform,
+        threshold: f32,
+    ) -> Result<Self> {
         samples.check()?;
         let tree = Tree::from_active_voxels(0.0, samples.voxels().filter(|(_, d)| *d > threshold));
         Ok(Grid::new(name, GridClass::FogVolume, transform, tree))

@@ -8,16 +8,23 @@
 /// geometry of the convolution it transposes (its output is the `input` here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
+    /// `N`.
     pub batch: usize,
+    /// `C`, channels of the convolution's input.
     pub in_channels: usize,
+    /// `O`, channels of the convolution's output.
     pub out_channels: usize,
+    /// Channel groups; both channel counts are multiples of it.
     pub groups: usize,
     /// Input spatial size `[D, H, W]`.
     pub input: [usize; 3],
     /// Output spatial size `[Do, Ho, Wo]`.
     pub output: [usize; 3],
+    /// Kernel size `[kd, kh, kw]`.
     pub kernel: [usize; 3],
+    /// Step between output voxels, in input voxels.
     pub stride: [usize; 3],
+    /// Step between kernel taps, in input voxels.
     pub dilation: [usize; 3],
     /// Zero padding before the first input element, per axis. Padding after the last element is
     /// implied by `output` (taps beyond the input read zeros).

@@ -12,6 +12,14 @@ use rayon::prelude::*;
 /// memory twice), large enough that each gemm call amortises its packing.
 const COL_TILE_BYTES: usize = 1 << 20;
 
+/// Least number of output voxels per tile: with many input channels the cache-sized tile would
+/// be a few columns wide, and the weight-gradient gemm (whose inner dimension is this width)
+/// would spend its time re-reading the whole weight gradient.
+const MIN_TILE_COLUMNS: usize = 512;
+
+/// Hard cap on one column tile, whatever the layer.
+const COL_MAX_BYTES: usize = 64 << 20;
+
 /// Element types the gemm kernels run on.
 pub trait GemmElement: WithDType {}
 impl GemmElement for f32 {}
@@ -128,12 +136,16 @@ fn samples_in_parallel(g: &ConvGeometry) -> bool {
     threads > 1 && g.batch >= threads
 }
 
-/// Output rows (one `(od, oh)` pair, `Wo` voxels each) per column tile, so that each tile's
-/// column buffer stays near [`COL_TILE_BYTES`] and the gemm reads it back from cache.
+/// Output rows (one `(od, oh)` pair, `Wo` voxels each) per column tile: near
+/// [`COL_TILE_BYTES`] but at least [`MIN_TILE_COLUMNS`] voxels, and never over
+/// [`COL_MAX_BYTES`] (always at least one row).
 fn row_tile<T>(g: &ConvGeometry) -> usize {
     let rows = g.group_in_channels() * g.kernel_volume();
-    let row_bytes = rows * g.output[2] * std::mem::size_of::<T>();
-    (COL_TILE_BYTES / row_bytes.max(1)).clamp(1, (g.output[0] * g.output[1]).max(1))
+    let row_bytes = (rows * g.output[2] * std::mem::size_of::<T>()).max(1);
+    let wanted = (COL_TILE_BYTES / row_bytes).max(MIN_TILE_COLUMNS.div_ceil(g.output[2].max(1)));
+    wanted
+        .min(COL_MAX_BYTES / row_bytes)
+        .clamp(1, (g.output[0] * g.output[1]).max(1))
 }
 
 /// Kernel tap `(kd, kh, kw)` of flat tap index `tap`.

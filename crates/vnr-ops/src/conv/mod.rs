@@ -20,10 +20,13 @@ use std::borrow::Cow;
 /// Parameters of [`conv3d`], with PyTorch's names. Per-axis values are ordered `[D, H, W]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv3dParams {
+    /// Step between output voxels, in input voxels.
     pub stride: [usize; 3],
     /// Zero padding `[before, after]` per axis; asymmetric padding ports TensorFlow "SAME".
     pub padding: [[usize; 2]; 3],
+    /// Step between kernel taps, in input voxels.
     pub dilation: [usize; 3],
+    /// Channel groups: input and output channels split into `groups` independent convolutions.
     pub groups: usize,
 }
 
@@ -76,12 +79,15 @@ impl Conv3dParams {
 /// ordered `[D, H, W]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvTranspose3dParams {
+    /// Step between input voxels, in output voxels.
     pub stride: [usize; 3],
     /// Removed from both sides of the output (the padding of the transposed convolution).
     pub padding: [usize; 3],
     /// Extra output voxels after the last; must be smaller than the stride or the dilation.
     pub output_padding: [usize; 3],
+    /// Step between kernel taps, in output voxels.
     pub dilation: [usize; 3],
+    /// Channel groups: input and output channels split into `groups` independent convolutions.
     pub groups: usize,
 }
 

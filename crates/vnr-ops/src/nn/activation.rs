@@ -15,7 +15,10 @@ impl PReLU {
     /// A layer from its slopes `weight` `[num_parameters]`.
     pub fn new(weight: Tensor) -> Result<Self> {
         if weight.rank() != 1 || weight.dim(0)? == 0 {
-            bail!("prelu: weight must be [num_parameters ≥ 1], got {:?}", weight.dims());
+            bail!(
+                "prelu: weight must be [num_parameters ≥ 1], got {:?}",
+                weight.dims()
+            );
         }
         Ok(Self { weight })
     }

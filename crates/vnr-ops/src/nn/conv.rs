@@ -13,9 +13,13 @@ use candle_nn::{Init, VarBuilder};
 /// Per-axis or asymmetric settings: build the layer with [`Conv3d::new`] and [`Conv3dParams`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv3dConfig {
+    /// Zero padding on both sides of every axis.
     pub padding: usize,
+    /// Step between output voxels.
     pub stride: usize,
+    /// Step between kernel taps.
     pub dilation: usize,
+    /// Channel groups.
     pub groups: usize,
 }
 
@@ -44,10 +48,15 @@ impl From<Conv3dConfig> for Conv3dParams {
 /// Options of [`conv_transpose3d`], equal on every axis as in PyTorch's `nn.ConvTranspose3d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvTranspose3dConfig {
+    /// Removed from both sides of every output axis.
     pub padding: usize,
+    /// Extra output voxels after the last; smaller than the stride or the dilation.
     pub output_padding: usize,
+    /// Step between input voxels, in output voxels.
     pub stride: usize,
+    /// Step between kernel taps.
     pub dilation: usize,
+    /// Channel groups.
     pub groups: usize,
 }
 
@@ -104,6 +113,7 @@ impl Conv3d {
         self.bias.as_ref()
     }
 
+    /// Stride, padding, dilation and groups.
     pub fn params(&self) -> &Conv3dParams {
         &self.params
     }
@@ -144,6 +154,7 @@ impl ConvTranspose3d {
         self.bias.as_ref()
     }
 
+    /// Stride, padding, output padding, dilation and groups.
     pub fn params(&self) -> &ConvTranspose3dParams {
         &self.params
     }
@@ -266,6 +277,7 @@ pub fn conv_transpose3d_no_bias(
 /// 3D max pooling layer, as PyTorch's `nn.MaxPool3d` (no parameters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxPool3d {
+    /// Window, stride and padding.
     pub params: Pool3dParams,
 }
 
@@ -287,6 +299,7 @@ impl Module for MaxPool3d {
 /// 3D average pooling layer, as PyTorch's `nn.AvgPool3d` (no parameters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AvgPool3d {
+    /// Window, stride, padding and whether padding counts in the divisor.
     pub params: Pool3dParams,
 }
 
@@ -367,14 +380,20 @@ mod tests {
             n
         };
         assert_eq!(names, ["c.bias", "c.weight", "t.bias", "t.weight"]);
-        for (p, fan_in) in [
-            (c.weight(), 2 * 27),
-            (c.bias().expect("bias"), 2 * 27),
-            (t.weight(), 6 * 8),
+        // Within the bound; the hundreds of weights also reach close to it (the 6 biases need
+        // not: all of them below half the bound has probability 1/64).
+        for (p, fan_in, many) in [
+            (c.weight(), 2 * 27, true),
+            (c.bias().expect("bias"), 2 * 27, false),
+            (t.weight(), 6 * 8, true),
         ] {
             let bound = 1.0 / (fan_in as f32).sqrt();
             let max = p.abs()?.max_all()?.to_scalar::<f32>()?;
-            assert!(max <= bound && max > 0.5 * bound, "max {max} bound {bound}");
+            assert!(max <= bound, "max {max} above bound {bound}");
+            assert!(
+                !many || max > 0.5 * bound,
+                "max {max} far below bound {bound}"
+            );
         }
         assert!(conv3d(3, 2, 3, cfg, vb.pp("bad")).is_err());
         Ok(())

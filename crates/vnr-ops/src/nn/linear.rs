@@ -37,7 +37,8 @@ impl WeightNormLinear {
     /// The effective weight `g · v / ‖v‖` `[out, in]` (norms over each row).
     pub fn weight(&self) -> Result<Tensor> {
         let norms = row_norms(&self.weight_v)?;
-        self.weight_v.broadcast_mul(&self.weight_g.broadcast_div(&norms)?)
+        self.weight_v
+            .broadcast_mul(&self.weight_g.broadcast_div(&norms)?)
     }
 
     /// `weight_g` `[out, 1]`.
@@ -70,7 +71,11 @@ impl Module for WeightNormLinear {
 /// A [`WeightNormLinear`] from `vb` (`weight_g`, `weight_v`, `bias`). Fresh parameters follow
 /// PyTorch: `v` and `bias` uniform in ±1/√in (nn.Linear's default), then `g = ‖v‖` so that the
 /// initial weight equals `v`.
-pub fn weight_norm_linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<WeightNormLinear> {
+pub fn weight_norm_linear(
+    in_dim: usize,
+    out_dim: usize,
+    vb: VarBuilder,
+) -> Result<WeightNormLinear> {
     if in_dim == 0 {
         bail!("weight_norm_linear: in_dim must be positive");
     }

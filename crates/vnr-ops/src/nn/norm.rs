@@ -68,7 +68,11 @@ impl Module for LayerNorm {
 
 /// A [`LayerNorm`] over trailing dims `normalized_shape` from `vb` (`weight` ones, `bias`
 /// zeros when fresh).
-pub fn layer_norm<S: Into<Shape>>(normalized_shape: S, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+pub fn layer_norm<S: Into<Shape>>(
+    normalized_shape: S,
+    eps: f64,
+    vb: VarBuilder,
+) -> Result<LayerNorm> {
     let shape: Shape = normalized_shape.into();
     let weight = vb.get_with_hints(shape.clone(), "weight", Init::Const(1.0))?;
     let bias = vb.get_with_hints(shape, "bias", Init::Const(0.0))?;
