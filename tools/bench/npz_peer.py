@@ -6,7 +6,7 @@ streams (4 chunks x 100 samples: 64^3 f32 volumes + 256x256 f64 images), and pri
 throughput ratio ours/numpy from the `rust_throughput.json` the Rust bench leaves beside them.
 
 Usage:
-    python3 tools/bench/npz_peer.py [DIR] [--runs 5]
+    python3 tools/bench/npz_peer.py [DIR] [--runs 7]
 
 DIR defaults to $VNR_BENCH_DIR, else target/npz-chunks-bench. Missing chunk files are
 generated with `numpy.savez` (the same contents the Rust bench writes), so either side can
@@ -57,18 +57,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_dir = os.environ.get("VNR_BENCH_DIR") or str(Path(__file__).resolve().parents[2] / "target" / "npz-chunks-bench")
     parser.add_argument("dir", nargs="?", default=default_dir)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     d = Path(args.dir)
     ensure_dataset(d)
 
     decode_all(d)  # warm the page cache, as the Rust bench does
-    best = min(timed(lambda: decode_all(d)) for _ in range(args.runs))
+    seconds = sorted(timed(lambda: decode_all(d)) for _ in range(args.runs))
+    median = seconds[len(seconds) // 2]
     samples = CHUNKS * SAMPLES
-    numpy_sps = samples / best
-    numpy_bps = samples * SAMPLE_BYTES / best
-    print(f"numpy {np.__version__}: np.load decode of {samples} samples: best {best:.3f} s = "
-          f"{numpy_sps:.1f} samples/s, {numpy_bps / 1e9:.3f} GB/s")
+    numpy_sps = samples / median
+    print(f"numpy {np.__version__}: np.load decode of {samples} samples, median of {args.runs}: "
+          f"{median:.3f} s = {numpy_sps:.1f} samples/s ({samples / seconds[-1]:.1f}..{samples / seconds[0]:.1f}), "
+          f"{samples * SAMPLE_BYTES / median / 1e9:.3f} GB/s")
 
     ours_path = d / "rust_throughput.json"
     if not ours_path.is_file():
@@ -77,8 +78,9 @@ def main() -> int:
     ours = json.loads(ours_path.read_text())
     for kind in ("decode", "stream"):
         sps = ours[f"{kind}_samples_per_s"]
-        print(f"ours {kind:6}: {sps:.1f} samples/s, {ours[f'{kind}_bytes_per_s'] / 1e9:.3f} GB/s, "
-              f"ratio ours/numpy = {sps / numpy_sps:.2f}x")
+        spread = f"({ours[f'{kind}_samples_per_s_min']:.1f}..{ours[f'{kind}_samples_per_s_max']:.1f})"
+        print(f"ours {kind:6}: median {sps:.1f} samples/s {spread}, {ours[f'{kind}_bytes_per_s'] / 1e9:.3f} GB/s, "
+              f"ratio ours/numpy (medians) = {sps / numpy_sps:.2f}x")
     return 0
 
 

@@ -41,7 +41,11 @@ impl DenseGrid {
         let origin = grid.world_position(0, 0, 0).map(f64::from);
         DenseGrid {
             dims: grid.dims(),
-            values: grid.values().iter().map(|&v| f32::from(v) * scale).collect(),
+            values: grid
+                .values()
+                .iter()
+                .map(|&v| f32::from(v) * scale)
+                .collect(),
             origin,
             voxel_size: f64::from(grid.voxel_size()),
             class: GridClass::FogVolume,
@@ -63,7 +67,8 @@ impl DenseGrid {
         let max_dim = self.dims.iter().copied().max().unwrap_or(1) as f64;
         let translate = self.origin.map(|o| (o - 0.5 * self.voxel_size) as f32);
         let scale = (self.voxel_size * max_dim) as f32;
-        Ok(BinvoxGrid::new(self.dims, values, BinvoxVersion::V1)?.with_transform(translate, scale)?)
+        Ok(BinvoxGrid::new(self.dims, values, BinvoxVersion::V1)?
+            .with_transform(translate, scale)?)
     }
 
     /// A grid from a rank-3 array `[X, Y, Z]` (any numeric dtype), taking `origin` and
@@ -126,7 +131,10 @@ pub fn as_f64(array: &NpyArray) -> Result<Vec<f64>> {
     let tensor = array
         .to_tensor(&Device::Cpu)
         .context("converting the array")?;
-    Ok(tensor.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
+    Ok(tensor
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?)
 }
 
 /// Minimum and maximum of finite values, if any.

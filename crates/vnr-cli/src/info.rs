@@ -120,7 +120,11 @@ fn binvox_item(grid: &BinvoxGrid) -> ItemInfo {
     let size = f64::from(grid.voxel_size());
     let first = grid.world_position(0, 0, 0).map(f64::from);
     let last = grid
-        .world_position(nx.saturating_sub(1), ny.saturating_sub(1), nz.saturating_sub(1))
+        .world_position(
+            nx.saturating_sub(1),
+            ny.saturating_sub(1),
+            nz.saturating_sub(1),
+        )
         .map(f64::from);
     ItemInfo {
         name: "voxels".into(),

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use vnr_formats::vdb::{
-    read_vdb, write_vdb, AnyGrid, DenseLimit, DenseSamples, Grid, GridClass as VdbClass,
-    Transform, VdbValue, WriteOptions,
+    read_vdb, write_vdb, AnyGrid, DenseLimit, DenseSamples, Grid, GridClass as VdbClass, Transform,
+    VdbValue, WriteOptions,
 };
 
 use crate::dense::{value_range, DenseGrid, GridClass};
@@ -93,8 +93,8 @@ pub fn read_dense(path: &Path, name: Option<&str>, max_voxels: u64) -> Result<De
     };
     let limit = DenseLimit { max_voxels };
     let transform = grid.transform();
-    let voxel_size = uniform_voxel_size(transform)
-        .with_context(|| format!("grid `{}`", grid.name()))?;
+    let voxel_size =
+        uniform_voxel_size(transform).with_context(|| format!("grid `{}`", grid.name()))?;
     let (bbox, values, background) = match grid {
         AnyGrid::Float(g) => {
             let bbox = g.active_bbox().context("the grid has no active voxels")?;

@@ -62,7 +62,10 @@ fn info_reports_fixture_truths() {
     assert_eq!(grid["name"], "ls_sphere");
     assert_eq!(grid["class"], "level set");
     assert_eq!(grid["active_voxels"], 270_638);
-    assert_eq!(grid["index_bbox"], serde_json::json!([[-62, -62, -62], [62, 62, 62]]));
+    assert_eq!(
+        grid["index_bbox"],
+        serde_json::json!([[-62, -62, -62], [62, 62, 62]])
+    );
     let background = grid["background"].as_f64().unwrap();
     assert!((background - 0.150024).abs() < 1e-5);
 
@@ -79,7 +82,10 @@ fn info_lists_point_grids_with_an_error_instead_of_failing() {
     let info = info_json(&points);
     let item = &info[0]["items"][0];
     assert_eq!(item["name"], "points");
-    assert!(item["error"].as_str().unwrap().contains("unsupported grid type"));
+    assert!(item["error"]
+        .as_str()
+        .unwrap()
+        .contains("unsupported grid type"));
 }
 
 #[test]
@@ -104,7 +110,10 @@ fn binvox_through_vdb_and_npz_keeps_every_voxel() {
         let out = vnr(&[&"convert", from, to]);
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    assert_eq!(info_json(&vdb)[0]["items"][0]["active_voxels"], grid.occupied_count());
+    assert_eq!(
+        info_json(&vdb)[0]["items"][0]["active_voxels"],
+        grid.occupied_count()
+    );
     // The VDB holds only the active bounding box, so the round trip crops empty borders:
     // compare occupied world positions.
     let back = BinvoxGrid::read(&back).unwrap();
@@ -143,7 +152,10 @@ fn level_set_fixture_converts_to_occupancy_of_its_inside() {
     // Radius 3 world units at voxel size 0.05: about 4/3·π·60³ voxels inside.
     let expected = 4.0 / 3.0 * std::f64::consts::PI * 60f64.powi(3);
     let got = grid.occupied_count() as f64;
-    assert!((got - expected).abs() / expected < 0.01, "{got} vs {expected}");
+    assert!(
+        (got - expected).abs() / expected < 0.01,
+        "{got} vs {expected}"
+    );
 }
 
 #[test]

@@ -20,6 +20,8 @@ const CHUNKS: usize = 4;
 const SAMPLES: usize = 100;
 const SIDE: usize = 64;
 const IMAGE: usize = 256;
+/// Timed repetitions behind the median (and min/max spread) written for the peer script.
+const RUNS: usize = 7;
 /// Decoded bytes per sample as stored: f32 volume + f64 image.
 const SAMPLE_BYTES: u64 = (SIDE * SIDE * SIDE * 4 + IMAGE * IMAGE * 8) as u64;
 
@@ -80,14 +82,30 @@ fn stream_epoch(ds: &ChunkedDataset) -> usize {
         .sum()
 }
 
-fn best_of(runs: usize, mut f: impl FnMut()) -> f64 {
-    (0..runs)
+/// Wall-clock seconds of `runs` calls of `f`, sorted ascending.
+fn timings(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
+    let mut seconds: Vec<f64> = (0..runs)
         .map(|_| {
             let start = Instant::now();
             f();
             start.elapsed().as_secs_f64()
         })
-        .fold(f64::INFINITY, f64::min)
+        .collect();
+    seconds.sort_by(f64::total_cmp);
+    seconds
+}
+
+/// `"KIND_samples_per_s": median, ..._min/_max` JSON fields for sorted `seconds`.
+fn throughput_fields(kind: &str, seconds: &[f64], samples: f64, bytes: f64) -> String {
+    let median = seconds[seconds.len() / 2];
+    let (fastest, slowest) = (seconds[0], seconds[seconds.len() - 1]);
+    format!(
+        "\"{kind}_samples_per_s\": {:.3}, \"{kind}_samples_per_s_min\": {:.3}, \"{kind}_samples_per_s_max\": {:.3}, \"{kind}_bytes_per_s\": {:.1}",
+        samples / median,
+        samples / slowest,
+        samples / fastest,
+        bytes / median
+    )
 }
 
 fn main() {
@@ -102,20 +120,18 @@ fn main() {
     let samples = (CHUNKS * SAMPLES) as f64;
     let bytes = SAMPLE_BYTES as f64 * samples;
 
-    // Plain timings for the numpy comparison (best of 5, files in the page cache).
+    // Plain timings for the numpy comparison (median of RUNS, files in the page cache).
     decode_all(&dir);
-    let decode_s = best_of(5, || {
+    let decode_s = timings(RUNS, || {
         decode_all(&dir);
     });
-    let stream_s = best_of(5, || {
+    let stream_s = timings(RUNS, || {
         stream_epoch(&ds);
     });
     let json = format!(
-        "{{\"decode_samples_per_s\": {:.3}, \"decode_bytes_per_s\": {:.1}, \"stream_samples_per_s\": {:.3}, \"stream_bytes_per_s\": {:.1}}}\n",
-        samples / decode_s,
-        bytes / decode_s,
-        samples / stream_s,
-        bytes / stream_s
+        "{{{}, {}}}\n",
+        throughput_fields("decode", &decode_s, samples, bytes),
+        throughput_fields("stream", &stream_s, samples, bytes)
     );
     println!("npz_chunks: {}", json.trim());
     std::fs::write(dir.join("rust_throughput.json"), json).expect("write rust_throughput.json");

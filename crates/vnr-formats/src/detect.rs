@@ -87,9 +87,7 @@ impl Format {
     /// ```
     pub fn detect(path: &Path) -> std::io::Result<Option<Format>> {
         let mut head = Vec::with_capacity(16);
-        std::fs::File::open(path)?
-            .take(16)
-            .read_to_end(&mut head)?;
+        std::fs::File::open(path)?.take(16).read_to_end(&mut head)?;
         Ok(Format::from_magic(&head).or_else(|| Format::from_extension(path)))
     }
 }

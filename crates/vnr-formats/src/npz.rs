@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use half::f16;
+use half::vec::HalfBitsVecExt;
 use npyz::{Endianness, TypeChar, TypeStr};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
@@ -41,8 +42,8 @@ const MAX_HEADER_LEN: usize = 1 << 16;
 const MAX_NESTING: usize = 8;
 /// Deflate cannot expand data by more than about 1032:1; more is a lying size field.
 const DEFLATE_MAX_RATIO: u64 = 1032;
-/// Bytes converted per read: large enough to amortise calls, small enough to stay in cache.
-const BLOCK_BYTES: usize = 1 << 16;
+/// Bytes per read or write call: large enough to amortise calls, small enough to stay in cache.
+const BLOCK_BYTES: usize = 1 << 18;
 /// numpy aligns the start of the data to this many bytes.
 const ARRAY_ALIGN: usize = 64;
 
@@ -484,10 +485,9 @@ impl NpyHeader {
 // ---------------------------------------------------------------------------------------------
 // Element decoding/encoding
 
-/// A fixed-size element that converts from/to little- or big-endian bytes.
+/// A fixed-size element that converts to little-endian bytes (for writing).
 trait Element: Copy {
     const SIZE: usize;
-    fn from_bytes(bytes: &[u8], big_endian: bool) -> Self;
     fn to_le_bytes_into(self, out: &mut [u8]);
 }
 
@@ -495,12 +495,6 @@ macro_rules! impl_element {
     ($($t:ty),*) => {$(
         impl Element for $t {
             const SIZE: usize = std::mem::size_of::<$t>();
-            #[inline]
-            fn from_bytes(bytes: &[u8], big_endian: bool) -> Self {
-                let mut raw = [0u8; std::mem::size_of::<$t>()];
-                raw.copy_from_slice(bytes);
-                if big_endian { <$t>::from_be_bytes(raw) } else { <$t>::from_le_bytes(raw) }
-            }
             #[inline]
             fn to_le_bytes_into(self, out: &mut [u8]) {
                 out.copy_from_slice(&self.to_le_bytes());
@@ -513,15 +507,85 @@ impl_element!(u8, i8, u16, i16, u32, i32, i64, f16, f32, f64);
 impl Element for bool {
     const SIZE: usize = 1;
     #[inline]
-    fn from_bytes(bytes: &[u8], _big_endian: bool) -> Self {
-        // numpy views any non-zero byte as True.
-        bytes.first().is_some_and(|&b| b != 0)
-    }
-    #[inline]
     fn to_le_bytes_into(self, out: &mut [u8]) {
         out.fill(u8::from(self));
     }
 }
+
+/// A numeric type whose values are exactly their bytes, so file data can be read straight
+/// into the final buffer with no conversion pass. `bool` and `f16` are decoded through `u8`
+/// and `u16`.
+///
+/// # Safety
+/// Implementors have no padding bytes and every bit pattern is a valid value.
+unsafe trait PlainBits: Copy {
+    /// The all-zero-bytes value. `vec![ZERO; n]` of std's integers and floats is one zeroed
+    /// allocation (`calloc`), whose fresh pages stay untouched until the data is written.
+    const ZERO: Self;
+}
+
+macro_rules! impl_plain_bits {
+    ($($t:ty = $zero:expr),*) => {$(
+        // SAFETY: a primitive integer or float: no padding, every bit pattern is a value.
+        unsafe impl PlainBits for $t {
+            const ZERO: Self = $zero;
+        }
+    )*};
+}
+impl_plain_bits!(
+    u8 = 0,
+    i8 = 0,
+    u16 = 0,
+    i16 = 0,
+    u32 = 0,
+    i32 = 0,
+    i64 = 0,
+    f32 = 0.0,
+    f64 = 0.0
+);
+
+/// The elements of `values` as their raw bytes, to read file data into them in place.
+fn bytes_of_mut<T: PlainBits>(values: &mut [T]) -> &mut [u8] {
+    // SAFETY: the view covers exactly the memory of `values` (`size_of_val`), which is
+    // initialised and borrowed mutably for the view's lifetime; `u8` has alignment 1; and since
+    // `PlainBits` types have no padding and accept any bit pattern, whatever bytes are written
+    // through the view leave valid values.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), size_of_val(values)) }
+}
+
+/// Buffers from this size on are worth backing with transparent huge pages.
+const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
+/// Size and alignment of a transparent huge page on x86-64 and aarch64 (4 KiB base pages).
+const HUGE_PAGE_BYTES: usize = 2 << 20;
+
+/// Asks Linux to back the allocation of `values` with transparent huge pages; call it before
+/// the first write. Decoding writes every page of a fresh multi-megabyte buffer once, and with
+/// 4 KiB pages the page faults cost about as much as the reading itself (numpy advises its
+/// large arrays the same way; most distributions set THP to `madvise`). Only the 2 MiB-aligned
+/// interior can be huge pages, so that is what is advised. Elsewhere this does nothing.
+#[cfg(target_os = "linux")]
+fn advise_huge_pages<T>(values: &mut Vec<T>) {
+    let bytes = values.capacity().saturating_mul(size_of::<T>());
+    if bytes < HUGE_PAGE_MIN_BYTES {
+        return;
+    }
+    let start = values.as_mut_ptr().cast::<u8>();
+    let skip = start.align_offset(HUGE_PAGE_BYTES);
+    let len = bytes.saturating_sub(skip) & !(HUGE_PAGE_BYTES - 1);
+    if len == 0 {
+        return;
+    }
+    // SAFETY: `skip + len <= bytes`, so the advised range lies inside the allocation owned by
+    // `values`, and it starts on a 2 MiB (hence page) boundary. MADV_HUGEPAGE only changes how
+    // the kernel backs those pages, never their contents or ownership. The result is ignored:
+    // failure (THP disabled, old kernel) just leaves normal pages.
+    unsafe {
+        libc::madvise(start.add(skip).cast(), len, libc::MADV_HUGEPAGE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages<T>(_values: &mut Vec<T>) {}
 
 /// Reads exactly `buf.len()` bytes, reporting a short stream as [`NpzError::Truncated`].
 fn read_exact_or_truncated(
@@ -549,31 +613,29 @@ fn read_exact_or_truncated(
     Ok(())
 }
 
-/// Decodes `count` elements (already checked against the bytes available) block by block.
-fn read_elements<T: Element>(
+/// Reads the elements that follow `header` in `r` (their size already checked against the
+/// bytes available) straight into their final buffer, in stored order.
+fn read_plain<T: PlainBits>(
     r: &mut (impl Read + ?Sized),
     header: &NpyHeader,
     location: &str,
 ) -> Result<Vec<T>> {
-    let count = header.len();
-    let mut out = Vec::with_capacity(count);
-    let block_elems = (BLOCK_BYTES / T::SIZE).max(1);
-    let mut buf = vec![0u8; block_elems.min(count.max(1)) * T::SIZE];
+    let mut values = vec![T::ZERO; header.len()];
+    advise_huge_pages(&mut values);
+    let bytes = bytes_of_mut(&mut values);
     let expected_total = header.header_bytes + header.data_bytes;
-    let mut remaining = count;
-    while remaining > 0 {
-        let n = remaining.min(block_elems);
-        let bytes = &mut buf[..n * T::SIZE];
-        let done = header.header_bytes + ((count - remaining) * T::SIZE) as u64;
-        read_exact_or_truncated(r, bytes, location, expected_total, done)?;
-        out.extend(
-            bytes
-                .chunks_exact(T::SIZE)
-                .map(|c| T::from_bytes(c, header.big_endian)),
-        );
-        remaining -= n;
+    let mut done = header.header_bytes;
+    // Block-sized reads keep each block in cache while a zip reader checksums it.
+    for block in bytes.chunks_mut(BLOCK_BYTES) {
+        read_exact_or_truncated(r, block, location, expected_total, done)?;
+        done += block.len() as u64;
     }
-    Ok(out)
+    if header.big_endian != cfg!(target_endian = "big") && size_of::<T>() > 1 {
+        for element in bytes.chunks_exact_mut(size_of::<T>()) {
+            element.reverse();
+        }
+    }
+    Ok(values)
 }
 
 /// Reorders Fortran-ordered `data` of logical `shape` into C order.
@@ -589,6 +651,7 @@ fn fortran_to_c<T: Copy>(data: Vec<T>, shape: &[usize], location: &str) -> Resul
         strides[axis] = strides[axis - 1] * shape[axis - 1];
     }
     let mut out = Vec::with_capacity(data.len());
+    advise_huge_pages(&mut out);
     let mut index = vec![0usize; rank];
     let mut source = 0usize;
     for _ in 0..data.len() {
@@ -611,36 +674,41 @@ fn fortran_to_c<T: Copy>(data: Vec<T>, shape: &[usize], location: &str) -> Resul
     Ok(out)
 }
 
-fn decode_typed<T: Element>(
+/// Reads the elements that follow `header` in `r`, in logical C order.
+fn decode_plain<T: PlainBits>(
     r: &mut (impl Read + ?Sized),
     header: &NpyHeader,
     location: &str,
-    wrap: fn(Vec<T>) -> NpyData,
-) -> Result<NpyData> {
-    let values = read_elements::<T>(r, header, location)?;
-    let values = if header.fortran_order {
-        fortran_to_c(values, &header.shape, location)?
+) -> Result<Vec<T>> {
+    let values = read_plain(r, header, location)?;
+    if header.fortran_order {
+        fortran_to_c(values, &header.shape, location)
     } else {
-        values
-    };
-    Ok(wrap(values))
+        Ok(values)
+    }
 }
 
 /// Decodes the data that follows `header` in `r`.
 fn read_data(r: &mut (impl Read + ?Sized), header: &NpyHeader, location: &str) -> Result<NpyArray> {
     let data = match header.dtype {
-        NpyDtype::Bool => decode_typed(r, header, location, NpyData::Bool),
-        NpyDtype::U8 => decode_typed(r, header, location, NpyData::U8),
-        NpyDtype::I8 => decode_typed(r, header, location, NpyData::I8),
-        NpyDtype::U16 => decode_typed(r, header, location, NpyData::U16),
-        NpyDtype::I16 => decode_typed(r, header, location, NpyData::I16),
-        NpyDtype::U32 => decode_typed(r, header, location, NpyData::U32),
-        NpyDtype::I32 => decode_typed(r, header, location, NpyData::I32),
-        NpyDtype::I64 => decode_typed(r, header, location, NpyData::I64),
-        NpyDtype::F16 => decode_typed(r, header, location, NpyData::F16),
-        NpyDtype::F32 => decode_typed(r, header, location, NpyData::F32),
-        NpyDtype::F64 => decode_typed(r, header, location, NpyData::F64),
-    }?;
+        // numpy views any non-zero byte as True.
+        NpyDtype::Bool => NpyData::Bool(
+            decode_plain::<u8>(r, header, location)?
+                .into_iter()
+                .map(|b| b != 0)
+                .collect(),
+        ),
+        NpyDtype::U8 => NpyData::U8(decode_plain(r, header, location)?),
+        NpyDtype::I8 => NpyData::I8(decode_plain(r, header, location)?),
+        NpyDtype::U16 => NpyData::U16(decode_plain(r, header, location)?),
+        NpyDtype::I16 => NpyData::I16(decode_plain(r, header, location)?),
+        NpyDtype::U32 => NpyData::U32(decode_plain(r, header, location)?),
+        NpyDtype::I32 => NpyData::I32(decode_plain(r, header, location)?),
+        NpyDtype::I64 => NpyData::I64(decode_plain(r, header, location)?),
+        NpyDtype::F16 => NpyData::F16(decode_plain::<u16>(r, header, location)?.reinterpret_into()),
+        NpyDtype::F32 => NpyData::F32(decode_plain(r, header, location)?),
+        NpyDtype::F64 => NpyData::F64(decode_plain(r, header, location)?),
+    };
     Ok(NpyArray {
         shape: header.shape.clone(),
         data,

@@ -488,3 +488,67 @@ fn lying_zip_entry_sizes_are_refused_without_allocating() {
             .is_err());
     }
 }
+
+/// Arrays of several MiB: decoded in many read blocks straight into huge-page-advised buffers,
+/// with an odd element count so the last block is partial.
+#[test]
+fn large_arrays_decode_across_read_blocks() {
+    let n = 1_500_001usize; // 6 MB of f32, above the huge-page threshold
+    let values: Vec<f32> = (0..n).map(|i| i as f32 * 0.25 - 7.0).collect();
+    let array = NpyArray::new(vec![n], NpyData::F32(values.clone())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for compressed in [false, true] {
+        let path = dir.path().join(format!("large_{compressed}.npz"));
+        write_npz(&path, &[("x", &array)], compressed).unwrap();
+        let mut reader = NpzReader::open(&path).unwrap();
+        assert_eq!(reader.array("x").unwrap(), array, "compressed={compressed}");
+    }
+
+    // Big-endian f8 and u2, Fortran-ordered [3, n/3] f8, bool bytes (any non-zero is True).
+    let be_f8: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| f64::from(v).to_be_bytes())
+        .collect();
+    let dict = format!("{{'descr': '>f8', 'fortran_order': False, 'shape': ({n},), }}\n");
+    let expected: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
+    assert_eq!(
+        read_bytes(&patched_header(&dict, &be_f8)).unwrap().data(),
+        &NpyData::F64(expected.clone())
+    );
+    let be_u2: Vec<u8> = (0..n).flat_map(|i| (i as u16).to_be_bytes()).collect();
+    let dict = format!("{{'descr': '>u2', 'fortran_order': False, 'shape': ({n},), }}\n");
+    assert_eq!(
+        read_bytes(&patched_header(&dict, &be_u2)).unwrap().data(),
+        &NpyData::U16((0..n).map(|i| i as u16).collect())
+    );
+    let cols = n / 3;
+    let fortran: Vec<u8> = (0..3 * cols)
+        .flat_map(|k| ((k % 3) * cols + k / 3).to_le_bytes()[..4].to_vec())
+        .collect();
+    let dict = format!("{{'descr': '<u4', 'fortran_order': True, 'shape': (3, {cols}), }}\n");
+    let a = read_bytes(&patched_header(&dict, &fortran)).unwrap();
+    assert_eq!(a.shape(), &[3, cols]);
+    assert_eq!(a.data(), &NpyData::U32((0..3 * cols as u32).collect()));
+    let flags: Vec<u8> = (0..n).map(|i| (i % 3) as u8 * 7).collect();
+    let dict = format!("{{'descr': '|b1', 'fortran_order': False, 'shape': ({n},), }}\n");
+    assert_eq!(
+        read_bytes(&patched_header(&dict, &flags)).unwrap().data(),
+        &NpyData::Bool(flags.iter().map(|&b| b != 0).collect())
+    );
+    let halves: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+        .collect();
+    let dict = format!("{{'descr': '<f2', 'fortran_order': False, 'shape': ({n},), }}\n");
+    assert_eq!(
+        read_bytes(&patched_header(&dict, &halves)).unwrap().data(),
+        &NpyData::F16(values.iter().map(|&v| f16::from_f32(v)).collect())
+    );
+
+    // Cut 1000 bytes short: a typed error, never a short array.
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n},), }}\n");
+    let le_f4: Vec<u8> = values.iter().flat_map(|&v| v.to_le_bytes()).collect();
+    let mut cut = patched_header(&dict, &le_f4);
+    cut.truncate(cut.len() - 1000);
+    assert!(matches!(read_bytes(&cut), Err(NpzError::Truncated { .. })));
+}

@@ -39,8 +39,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
-use vnr_formats::npz::NpzReader;
 use serde_json::{Map, Value};
+use vnr_formats::npz::NpzReader;
 
 use crate::conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 use crate::cumulative::{cumprod, cumsum};

@@ -4,43 +4,14 @@
 //! ops scan each row once. The cumprod gradient is computed with prefix products and a reverse
 //! recurrence, never by dividing by `x`, so it stays exact where `x` holds zeros (as PyTorch's).
 //!
-//! The helpers [`contiguous_data`] and [`compute_dtype`] are shared by this crate's other
-//! custom ops (grid sampling, ray marching).
+//! The crate-private macro `with_float_slices` is shared by this crate's grid sampling and ray
+//! marching ops.
 
+use crate::conv::kernel_dtype;
 use candle_core::{
-    bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType,
+    bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType,
 };
 use rayon::prelude::*;
-
-/// The contiguous data of a CPU storage as described by `layout`; errors (naming `op`) when the
-/// layout is strided, since the kernels index flat buffers.
-pub(crate) fn contiguous_data<'a, T: WithDType>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> Result<&'a [T]> {
-    let data = storage.as_slice::<T>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => match data.get(start..end) {
-            Some(slice) => Ok(slice),
-            None => bail!(
-                "{op}: layout {start}..{end} exceeds storage of {}",
-                data.len()
-            ),
-        },
-        None => bail!("{op}: expected a contiguous input"),
-    }
-}
-
-/// The dtype the kernels run in for an input of dtype `dtype`: f32/f64 as is, f16/bf16 widened
-/// to f32 (the op converts back afterwards); other dtypes are an error naming `op`.
-pub(crate) fn compute_dtype(op: &str, dtype: DType) -> Result<DType> {
-    match dtype {
-        DType::F32 | DType::F64 => Ok(dtype),
-        DType::F16 | DType::BF16 => Ok(DType::F32),
-        other => bail!("{op}: unsupported dtype {other:?} (expected a float dtype)"),
-    }
-}
 
 /// Splits `dims` around `dim` into `(outer, len, inner)`: the tensor is viewed as
 /// `[outer, len, inner]` with the scan running over the middle axis.
@@ -154,8 +125,9 @@ pub(crate) fn cumprod_backward_kernel<T: WithDType>(
     dx
 }
 
-/// Runs `$body` with each `$name` bound to the contiguous data of same-dtype f32 or f64
-/// storages, wrapping the resulting `Vec` back into a `CpuStorage`.
+/// Runs `$body` with each `$name` bound to the row-major data of same-dtype f32 or f64
+/// storages (strided layouts are copied), wrapping the resulting `Vec` back into a
+/// `CpuStorage`.
 macro_rules! with_float_slices {
     ($op:expr, [$(($name:ident, $s:expr, $l:expr)),+], $body:expr) => {{
         let dtypes = [$(candle_core::backend::BackendStorage::dtype($s)),+];
@@ -164,11 +136,17 @@ macro_rules! with_float_slices {
         }
         match dtypes[0] {
             candle_core::DType::F32 => {
-                $(let $name = $crate::cumulative::contiguous_data::<f32>($s, $l, $op)?;)+
+                $(
+                    let data = $crate::conv::contiguous_data($op, $s.as_slice::<f32>()?, $l)?;
+                    let $name: &[f32] = &data;
+                )+
                 candle_core::CpuStorage::F32($body)
             }
             candle_core::DType::F64 => {
-                $(let $name = $crate::cumulative::contiguous_data::<f64>($s, $l, $op)?;)+
+                $(
+                    let data = $crate::conv::contiguous_data($op, $s.as_slice::<f64>()?, $l)?;
+                    let $name: &[f64] = &data;
+                )+
                 candle_core::CpuStorage::F64($body)
             }
             other => candle_core::bail!("{}: unsupported dtype {:?}", $op, other),
@@ -287,7 +265,7 @@ fn run_scan<C: CustomOp1 + Send + Sync + 'static>(
     op: C,
 ) -> Result<Tensor> {
     split_dims(name, x.dims(), dim)?;
-    let dtype = compute_dtype(name, x.dtype())?;
+    let dtype = kernel_dtype(name, x.dtype())?;
     let out = x.to_dtype(dtype)?.contiguous()?.apply_op1(op)?;
     out.to_dtype(x.dtype())
 }

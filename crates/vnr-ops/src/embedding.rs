@@ -5,7 +5,7 @@
 //! output is `[sin(embed), cos(embed), x]` along the last axis (`x` only with `append_input`).
 //! Composed of candle ops, so it is differentiable in `x`.
 
-use crate::cumulative::compute_dtype;
+use crate::conv::kernel_dtype;
 use candle_core::{bail, Result, Tensor, D};
 
 /// Parameters of [`harmonic_embedding`]; the defaults are PyTorch3D's.
@@ -78,7 +78,7 @@ pub fn harmonic_embedding(x: &Tensor, p: &HarmonicEmbeddingParams) -> Result<Ten
             p.omega_0
         );
     }
-    let dtype = compute_dtype("harmonic_embedding", x.dtype())?;
+    let dtype = kernel_dtype("harmonic_embedding", x.dtype())?;
     let xc = x.to_dtype(dtype)?;
     let freqs = p.frequencies();
     let n = freqs.len();

@@ -78,10 +78,7 @@ where
         .iter()
         .map(|t| t.to_device(&Device::Cpu)?.to_dtype(DType::F64))
         .collect::<Result<_>>()?;
-    let vars: Vec<Var> = inputs
-        .iter()
-        .map(Var::from_tensor)
-        .collect::<Result<_>>()?;
+    let vars: Vec<Var> = inputs.iter().map(Var::from_tensor).collect::<Result<_>>()?;
     let var_tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
 
     let n_out = f(&inputs)?.elem_count();

@@ -7,7 +7,8 @@
 //! `[0, size − 1]` and, as in PyTorch, passes no gradient to the grid at or beyond the clamp;
 //! nearest mode rounds half to even. A grid coordinate that is NaN samples nothing (zero).
 
-use crate::cumulative::{compute_dtype, with_float_slices};
+use crate::conv::kernel_dtype;
+use crate::cumulative::with_float_slices;
 use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
@@ -63,7 +64,7 @@ macro_rules! impl_grid_float {
         impl GridFloat for $t {
             #[inline]
             fn floor(self) -> Self {
-                if !(self.abs() < $integral_from) {
+                if self.is_nan() || self.abs() >= $integral_from {
                     return self;
                 }
                 let truncated = self as i64 as $t;
@@ -75,7 +76,7 @@ macro_rules! impl_grid_float {
             }
             #[inline]
             fn round_half_even(self) -> Self {
-                if !(self.abs() < $integral_from) {
+                if self.is_nan() || self.abs() >= $integral_from {
                     return self;
                 }
                 let lo = GridFloat::floor(self);
@@ -571,7 +572,7 @@ pub fn grid_sample3d(input: &Tensor, grid: &Tensor, p: &GridSampleParams) -> Res
             grid.dtype()
         );
     }
-    let dtype = compute_dtype("grid_sample3d", input.dtype())?;
+    let dtype = kernel_dtype("grid_sample3d", input.dtype())?;
     let x = input.to_dtype(dtype)?.contiguous()?;
     let g = grid.to_dtype(dtype)?.contiguous()?;
     x.apply_op2(&g, GridSample(*p))?.to_dtype(input.dtype())

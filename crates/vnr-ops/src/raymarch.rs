@@ -6,7 +6,8 @@
 //! opacity `1 − Π_j (1 − d_j)`. Forward and backward are O(P) per ray; the backward uses
 //! prefix products and a reverse recurrence instead of dividing by `q` or `1 − d`.
 
-use crate::cumulative::{compute_dtype, cumprod, with_float_slices};
+use crate::conv::kernel_dtype;
+use crate::cumulative::{cumprod, with_float_slices};
 use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType, D,
 };
@@ -311,7 +312,7 @@ pub fn ea_raymarch(densities: &Tensor, features: &Tensor, p: &EaRaymarchParams) 
             features.dtype()
         );
     }
-    let dtype = compute_dtype("ea_raymarch", densities.dtype())?;
+    let dtype = kernel_dtype("ea_raymarch", densities.dtype())?;
     let d = densities.to_dtype(dtype)?.contiguous()?;
     let f = features.to_dtype(dtype)?.contiguous()?;
     d.apply_op2(&f, EaRaymarch(*p))?.to_dtype(densities.dtype())

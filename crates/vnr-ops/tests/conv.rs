@@ -553,3 +553,22 @@ fn bad_shapes_are_errors() -> Result<()> {
     .contains("output size"));
     Ok(())
 }
+
+#[test]
+fn weight_gradient_is_the_same_when_the_input_is_plain_data() -> Result<()> {
+    // A constant input (no variable behind it) skips the input-gradient pass; the weight
+    // gradient must not change.
+    let x = det(&[2, 3, 5, 4, 6], 41, DType::F32)?;
+    let w = Var::from_tensor(&det(&[4, 3, 3, 3, 3], 42, DType::F32)?)?;
+    let p = Conv3dParams::symmetric(1);
+    let loss =
+        |x: &Tensor| -> Result<Tensor> { conv3d(x, w.as_tensor(), None, &p)?.sqr()?.sum_all() };
+    let xv = Var::from_tensor(&x)?;
+    let with_input = loss(xv.as_tensor())?.backward()?;
+    let without_input = loss(&x)?.backward()?;
+    assert!(without_input.get(&x).is_none());
+    let a = with_input.get(&w).expect("weight gradient");
+    let b = without_input.get(&w).expect("weight gradient");
+    assert_eq!(values(a)?, values(b)?);
+    Ok(())
+}

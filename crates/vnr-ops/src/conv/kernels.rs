@@ -20,7 +20,8 @@ const MIN_TILE_COLUMNS: usize = 512;
 /// Hard cap on one column tile, whatever the layer.
 const COL_MAX_BYTES: usize = 64 << 20;
 
-/// Element types the gemm kernels run on.
+/// Element types the gemm kernels run on (crate-private, so only f32 and f64 ever reach the
+/// unsafe gemm call).
 pub trait GemmElement: WithDType {}
 impl GemmElement for f32 {}
 impl GemmElement for f64 {}

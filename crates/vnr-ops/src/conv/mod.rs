@@ -11,7 +11,7 @@ mod kernels;
 pub mod reference;
 
 pub use geometry::ConvGeometry;
-pub use kernels::GemmElement;
+use kernels::GemmElement;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
@@ -450,24 +450,27 @@ impl CustomOp2 for ConvOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (grad_a, grad_b) = match self.pass {
-            // (x, w) → y
+        // Which kernel gives each operand's gradient, and from which two tensors. An operand
+        // that no variable depends on (e.g. the data fed to a first layer) gets none, which
+        // skips a whole pass.
+        let (for_a, for_b) = match self.pass {
+            // (x, w) → y: dx = BI(dy, w), dw = BW(x, dy).
             Pass::Forward => (
-                grad.apply_op2(b, self.with_pass(Pass::BackwardInput))?,
-                a.apply_op2(grad, self.with_pass(Pass::BackwardWeight))?,
+                (Pass::BackwardInput, grad, b),
+                (Pass::BackwardWeight, a, grad),
             ),
-            // (dy, w) → dx
-            Pass::BackwardInput => (
-                grad.apply_op2(b, self.with_pass(Pass::Forward))?,
-                grad.apply_op2(a, self.with_pass(Pass::BackwardWeight))?,
-            ),
-            // (x, dy) → dw
-            Pass::BackwardWeight => (
-                b.apply_op2(grad, self.with_pass(Pass::BackwardInput))?,
-                a.apply_op2(grad, self.with_pass(Pass::Forward))?,
-            ),
+            // (dy, w) → dx: d(dy) = F(g, w), dw = BW(g, dy).
+            Pass::BackwardInput => ((Pass::Forward, grad, b), (Pass::BackwardWeight, grad, a)),
+            // (x, dy) → dw: dx = BI(dy, g), d(dy) = F(x, g).
+            Pass::BackwardWeight => ((Pass::BackwardInput, b, grad), (Pass::Forward, a, grad)),
         };
-        Ok((Some(grad_a), Some(grad_b)))
+        let run = |operand: &Tensor, (pass, lhs, rhs): (Pass, &Tensor, &Tensor)| {
+            operand
+                .track_op()
+                .then(|| lhs.apply_op2(rhs, self.with_pass(pass)))
+                .transpose()
+        };
+        Ok((run(a, for_a)?, run(b, for_b)?))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Layer normalisation whose gradient flows (candle-nn's fused `layer_norm` records none).
 
-use crate::cumulative::compute_dtype;
+use crate::conv::kernel_dtype;
 use candle_core::{bail, Module, Result, Shape, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
@@ -50,7 +50,7 @@ impl Module for LayerNorm {
                 self.weight.dims()
             );
         }
-        let dtype = compute_dtype("layer_norm", xs.dtype())?;
+        let dtype = kernel_dtype("layer_norm", xs.dtype())?;
         // Flatten the normalised dims into one so that the statistics are a last-dim reduction.
         let x = xs.to_dtype(dtype)?.flatten_from(rank - k)?;
         let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
