@@ -613,18 +613,21 @@ fn read_exact_or_truncated(
     Ok(())
 }
 
-/// Reads the elements that follow `header` in `r` (their size already checked against the
-/// bytes available) straight into their final buffer, in stored order.
+/// Reads elements `first..first + count` of the data that follows `header` (its size already
+/// checked against the bytes available) from `r`, positioned at element `first`, straight
+/// into their final buffer, in stored order.
 fn read_plain<T: PlainBits>(
     r: &mut (impl Read + ?Sized),
     header: &NpyHeader,
+    first: usize,
+    count: usize,
     location: &str,
 ) -> Result<Vec<T>> {
-    let mut values = vec![T::ZERO; header.len()];
+    let mut values = vec![T::ZERO; count];
     advise_huge_pages(&mut values);
     let bytes = bytes_of_mut(&mut values);
     let expected_total = header.header_bytes + header.data_bytes;
-    let mut done = header.header_bytes;
+    let mut done = header.header_bytes + (first * size_of::<T>()) as u64;
     // Block-sized reads keep each block in cache while a zip reader checksums it.
     for block in bytes.chunks_mut(BLOCK_BYTES) {
         read_exact_or_truncated(r, block, location, expected_total, done)?;
@@ -636,6 +639,38 @@ fn read_plain<T: PlainBits>(
         }
     }
     Ok(values)
+}
+
+/// Decodes elements `first..first + count` (in stored order) of the data that follows
+/// `header`, from `r` positioned at element `first`.
+fn read_elements(
+    r: &mut (impl Read + ?Sized),
+    header: &NpyHeader,
+    first: usize,
+    count: usize,
+    location: &str,
+) -> Result<NpyData> {
+    Ok(match header.dtype {
+        // numpy views any non-zero byte as True.
+        NpyDtype::Bool => NpyData::Bool(
+            read_plain::<u8>(r, header, first, count, location)?
+                .into_iter()
+                .map(|b| b != 0)
+                .collect(),
+        ),
+        NpyDtype::U8 => NpyData::U8(read_plain(r, header, first, count, location)?),
+        NpyDtype::I8 => NpyData::I8(read_plain(r, header, first, count, location)?),
+        NpyDtype::U16 => NpyData::U16(read_plain(r, header, first, count, location)?),
+        NpyDtype::I16 => NpyData::I16(read_plain(r, header, first, count, location)?),
+        NpyDtype::U32 => NpyData::U32(read_plain(r, header, first, count, location)?),
+        NpyDtype::I32 => NpyData::I32(read_plain(r, header, first, count, location)?),
+        NpyDtype::I64 => NpyData::I64(read_plain(r, header, first, count, location)?),
+        NpyDtype::F16 => {
+            NpyData::F16(read_plain::<u16>(r, header, first, count, location)?.reinterpret_into())
+        }
+        NpyDtype::F32 => NpyData::F32(read_plain(r, header, first, count, location)?),
+        NpyDtype::F64 => NpyData::F64(read_plain(r, header, first, count, location)?),
+    })
 }
 
 /// Reorders Fortran-ordered `data` of logical `shape` into C order.
@@ -674,45 +709,96 @@ fn fortran_to_c<T: Copy>(data: Vec<T>, shape: &[usize], location: &str) -> Resul
     Ok(out)
 }
 
-/// Reads the elements that follow `header` in `r`, in logical C order.
-fn decode_plain<T: PlainBits>(
-    r: &mut (impl Read + ?Sized),
-    header: &NpyHeader,
-    location: &str,
-) -> Result<Vec<T>> {
-    let values = read_plain(r, header, location)?;
-    if header.fortran_order {
-        fortran_to_c(values, &header.shape, location)
-    } else {
-        Ok(values)
-    }
-}
-
 /// Decodes the data that follows `header` in `r`.
 fn read_data(r: &mut (impl Read + ?Sized), header: &NpyHeader, location: &str) -> Result<NpyArray> {
-    let data = match header.dtype {
-        // numpy views any non-zero byte as True.
-        NpyDtype::Bool => NpyData::Bool(
-            decode_plain::<u8>(r, header, location)?
-                .into_iter()
-                .map(|b| b != 0)
-                .collect(),
-        ),
-        NpyDtype::U8 => NpyData::U8(decode_plain(r, header, location)?),
-        NpyDtype::I8 => NpyData::I8(decode_plain(r, header, location)?),
-        NpyDtype::U16 => NpyData::U16(decode_plain(r, header, location)?),
-        NpyDtype::I16 => NpyData::I16(decode_plain(r, header, location)?),
-        NpyDtype::U32 => NpyData::U32(decode_plain(r, header, location)?),
-        NpyDtype::I32 => NpyData::I32(decode_plain(r, header, location)?),
-        NpyDtype::I64 => NpyData::I64(decode_plain(r, header, location)?),
-        NpyDtype::F16 => NpyData::F16(decode_plain::<u16>(r, header, location)?.reinterpret_into()),
-        NpyDtype::F32 => NpyData::F32(decode_plain(r, header, location)?),
-        NpyDtype::F64 => NpyData::F64(decode_plain(r, header, location)?),
+    let data = read_elements(r, header, 0, header.len(), location)?;
+    let data = if header.fortran_order {
+        let shape = &header.shape;
+        match data {
+            NpyData::Bool(v) => NpyData::Bool(fortran_to_c(v, shape, location)?),
+            NpyData::U8(v) => NpyData::U8(fortran_to_c(v, shape, location)?),
+            NpyData::I8(v) => NpyData::I8(fortran_to_c(v, shape, location)?),
+            NpyData::U16(v) => NpyData::U16(fortran_to_c(v, shape, location)?),
+            NpyData::I16(v) => NpyData::I16(fortran_to_c(v, shape, location)?),
+            NpyData::U32(v) => NpyData::U32(fortran_to_c(v, shape, location)?),
+            NpyData::I32(v) => NpyData::I32(fortran_to_c(v, shape, location)?),
+            NpyData::I64(v) => NpyData::I64(fortran_to_c(v, shape, location)?),
+            NpyData::F16(v) => NpyData::F16(fortran_to_c(v, shape, location)?),
+            NpyData::F32(v) => NpyData::F32(fortran_to_c(v, shape, location)?),
+            NpyData::F64(v) => NpyData::F64(fortran_to_c(v, shape, location)?),
+        }
+    } else {
+        data
     };
     Ok(NpyArray {
         shape: header.shape.clone(),
         data,
     })
+}
+
+/// Decodes the data that follows `header` in `r` into a CPU tensor of `dtype`, converting
+/// C-ordered data block by block so the stored-type array never exists in full.
+fn read_tensor(
+    r: &mut (impl Read + ?Sized),
+    header: &NpyHeader,
+    dtype: DType,
+    location: &str,
+) -> Result<Tensor> {
+    if header.dtype.tensor_dtype() == dtype || header.fortran_order {
+        // Nothing to convert, or a transpose that needs the whole array anyway.
+        return Ok(read_data(r, header, location)?
+            .into_tensor(&Device::Cpu)?
+            .to_dtype(dtype)?);
+    }
+    match dtype {
+        DType::U8 => read_converted::<u8>(r, header, dtype, location),
+        DType::U32 => read_converted::<u32>(r, header, dtype, location),
+        DType::I16 => read_converted::<i16>(r, header, dtype, location),
+        DType::I32 => read_converted::<i32>(r, header, dtype, location),
+        DType::I64 => read_converted::<i64>(r, header, dtype, location),
+        DType::BF16 => read_converted::<half::bf16>(r, header, dtype, location),
+        DType::F16 => read_converted::<f16>(r, header, dtype, location),
+        DType::F32 => read_converted::<f32>(r, header, dtype, location),
+        DType::F64 => read_converted::<f64>(r, header, dtype, location),
+        // Sub-byte and 8-bit float types: convert the whole array.
+        _ => Ok(read_data(r, header, location)?
+            .into_tensor(&Device::Cpu)?
+            .to_dtype(dtype)?),
+    }
+}
+
+/// [`read_tensor`] for a C-ordered array converted to `dtype`, whose element type is `T`.
+fn read_converted<T: candle_core::WithDType>(
+    r: &mut (impl Read + ?Sized),
+    header: &NpyHeader,
+    dtype: DType,
+    location: &str,
+) -> Result<Tensor> {
+    let count = header.len();
+    let block_elems = (BLOCK_BYTES / header.dtype.itemsize()).max(1);
+    let mut values: Vec<T> = Vec::with_capacity(count);
+    advise_huge_pages(&mut values);
+    let mut first = 0;
+    while first < count {
+        let n = block_elems.min(count - first);
+        let block = NpyArray {
+            shape: vec![n],
+            data: read_elements(r, header, first, n, location)?,
+        };
+        // Converted as `Tensor::to_dtype` converts, so both paths give identical values.
+        values.extend(
+            block
+                .into_tensor(&Device::Cpu)?
+                .to_dtype(dtype)?
+                .to_vec1::<T>()?,
+        );
+        first += n;
+    }
+    Ok(Tensor::from_vec(
+        values,
+        header.shape.clone(),
+        &Device::Cpu,
+    )?)
 }
 
 /// Checks that nothing follows the data (also lets a zip reader verify its CRC at EOF).
@@ -1329,6 +1415,20 @@ impl NpzReader {
             let array = read_data(reader, &header, location)?;
             expect_end(reader, &header, location)?;
             Ok(array)
+        })
+    }
+
+    /// Decodes array `name` into a CPU tensor of `dtype`, with the values
+    /// `self.array(name)?.into_tensor(&Device::Cpu)?.to_dtype(dtype)` gives. When the stored
+    /// type differs from `dtype`, C-ordered data is converted block by block while it is read,
+    /// so the stored-type array never exists in full: an `f64` array read as `F32` peaks at its
+    /// `f32` size instead of `f64` + `f32`.
+    pub fn tensor(&mut self, name: &str, dtype: DType) -> Result<Tensor> {
+        self.with_entry(name, |reader, available, location| {
+            let header = read_header(reader, available, location)?;
+            let tensor = read_tensor(reader, &header, dtype, location)?;
+            expect_end(reader, &header, location)?;
+            Ok(tensor)
         })
     }
 

@@ -552,3 +552,74 @@ fn large_arrays_decode_across_read_blocks() {
     cut.truncate(cut.len() - 1000);
     assert!(matches!(read_bytes(&cut), Err(NpzError::Truncated { .. })));
 }
+
+/// `NpzReader::tensor` converts while decoding and must agree bit for bit with decoding first
+/// and calling `to_dtype`, for every stored type and target, across read blocks, and for
+/// Fortran-ordered data.
+#[test]
+fn tensor_converts_while_decoding_like_to_dtype() {
+    let bits = |t: &Tensor| -> Vec<u64> {
+        let flat = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap();
+        flat.to_vec1::<f64>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    let n = 700_001usize; // several read blocks of f64, the last one partial
+    let mut arrays = every_dtype();
+    arrays.push(
+        NpyArray::new(
+            vec![n, 1],
+            NpyData::F64((0..n).map(|i| i as f64 / 3.0 - 1e5).collect()),
+        )
+        .unwrap(),
+    );
+    let named: Vec<String> = (0..arrays.len()).map(|i| format!("a{i}")).collect();
+    let refs: Vec<(&str, &NpyArray)> = named.iter().map(String::as_str).zip(&arrays).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("all.npz");
+    write_npz(&path, &refs, true).unwrap();
+    let mut reader = NpzReader::open(&path).unwrap();
+    for (name, array) in &refs {
+        for dtype in [
+            DType::U8,
+            DType::U32,
+            DType::I16,
+            DType::I32,
+            DType::I64,
+            DType::BF16,
+            DType::F16,
+            DType::F32,
+            DType::F64,
+        ] {
+            let got = reader.tensor(name, dtype).unwrap();
+            let want = array
+                .to_tensor(&Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            assert_eq!(got.dtype(), dtype, "{name} as {dtype:?}");
+            assert_eq!(got.dims(), array.shape(), "{name} as {dtype:?}");
+            assert_eq!(bits(&got), bits(&want), "{name} as {dtype:?}");
+        }
+    }
+    assert!(matches!(
+        reader.tensor("missing", DType::F32),
+        Err(NpzError::MissingArray { .. })
+    ));
+
+    // Fortran order is transposed before converting.
+    let npy = dir.path().join("f.npz");
+    std::fs::write(dir.path().join("f.npy"), hex(BE_F4_FORTRAN_2X3)).unwrap();
+    let fortran = read_npy(dir.path().join("f.npy")).unwrap();
+    write_npz(&npy, &[("f", &fortran)], false).unwrap();
+    let got = NpzReader::open(&npy)
+        .unwrap()
+        .tensor("f", DType::F64)
+        .unwrap();
+    assert_eq!(
+        got.to_vec2::<f64>().unwrap(),
+        [[0.0, 1.5, 3.0], [4.5, 6.0, 7.5]]
+    );
+}

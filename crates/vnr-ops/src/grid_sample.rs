@@ -193,99 +193,116 @@ fn in_range<T: GridFloat>(voxel: T, size: usize) -> bool {
     voxel >= T::zero() && voxel < T::from_f64(size as f64)
 }
 
-/// The voxels one axis of a sample reads: up to two, each with its weight and the weight's
-/// derivative with respect to the source coordinate.
-#[derive(Debug, Clone, Copy)]
-struct AxisTaps<T> {
-    index: [usize; 2],
-    weight: [T; 2],
-    dweight: [T; 2],
-    count: usize,
+/// The in-range voxels one sample reads (at most 8), in PyTorch's accumulation order (z, then
+/// y, then x; low before high), with their weights and, when built with gradients, the
+/// weights' derivatives with respect to the grid coordinates.
+///
+/// Computed once per point and reused for every channel: building taps dominates the cost of
+/// few-channel inputs. Fixed-size arrays keep the corner loop free of allocation and branches
+/// on the axis counts.
+struct Taps<T> {
+    len: usize,
+    voxel: [usize; 8],
+    weight: [T; 8],
+    /// `d(weight)/d(grid x, y, z)` (source-coordinate scale folded in); zero without gradients.
+    dgrid: [[T; 3]; 8],
 }
 
-impl<T: GridFloat> AxisTaps<T> {
-    /// Taps for source coordinate `x` on an axis of `size` voxels; out-of-range voxels are
-    /// dropped (zero padding; border coordinates are already clamped into range).
-    #[inline]
-    fn new(x: T, size: usize, mode: GridSampleMode) -> Self {
+impl<T: GridFloat> Taps<T> {
+    /// Taps of the sample at `point` = `[x, y, z]`; `GRAD` also fills `dgrid`.
+    #[inline(always)]
+    fn new<const GRAD: bool>(point: [T; 3], dims: &SampleDims, p: &GridSampleParams) -> Self {
         let mut taps = Self {
-            index: [0; 2],
-            weight: [T::zero(); 2],
-            dweight: [T::zero(); 2],
-            count: 0,
+            len: 0,
+            voxel: [0; 8],
+            weight: [T::zero(); 8],
+            dgrid: [[T::zero(); 3]; 8],
         };
-        let mut push = |voxel: T, weight: T, dweight: T| {
-            if in_range(voxel, size) {
-                taps.index[taps.count] = voxel.to_f64() as usize;
-                taps.weight[taps.count] = weight;
-                taps.dweight[taps.count] = dweight;
-                taps.count += 1;
+        let (sx, gx) = source_coordinate(point[0], dims.w, p);
+        let (sy, gy) = source_coordinate(point[1], dims.h, p);
+        let (sz, gz) = source_coordinate(point[2], dims.d, p);
+        match p.mode {
+            GridSampleMode::Nearest => {
+                let (ix, iy, iz) = (
+                    sx.round_half_even(),
+                    sy.round_half_even(),
+                    sz.round_half_even(),
+                );
+                if in_range(ix, dims.w) && in_range(iy, dims.h) && in_range(iz, dims.d) {
+                    taps.voxel[0] = flat_voxel(dims, ix, iy, iz);
+                    taps.weight[0] = T::one();
+                    taps.len = 1;
+                }
             }
-        };
-        match mode {
-            GridSampleMode::Nearest => push(x.round_half_even(), T::one(), T::zero()),
             GridSampleMode::Bilinear => {
-                let lo = x.floor();
-                let hi = lo + T::one();
-                push(lo, hi - x, -T::one());
-                push(hi, x - lo, T::one());
+                let x = AxisCorners::new(sx, dims.w);
+                let y = AxisCorners::new(sy, dims.h);
+                let z = AxisCorners::new(sz, dims.d);
+                // Bit 0 of `k` picks x's high voxel, bit 1 y's, bit 2 z's.
+                for k in 0..8 {
+                    let (a, b, c) = (k & 1, (k >> 1) & 1, (k >> 2) & 1);
+                    if !(x.valid[a] && y.valid[b] && z.valid[c]) {
+                        continue;
+                    }
+                    let at = taps.len;
+                    taps.voxel[at] = (z.index[c] * dims.h + y.index[b]) * dims.w + x.index[a];
+                    taps.weight[at] = x.weight[a] * y.weight[b] * z.weight[c];
+                    if GRAD {
+                        // d(weight of the low/high voxel)/d(source) is -1/+1.
+                        let signed = |w: T, high: usize| if high == 1 { w } else { -w };
+                        taps.dgrid[at] = [
+                            signed(y.weight[b] * z.weight[c], a) * gx,
+                            signed(x.weight[a] * z.weight[c], b) * gy,
+                            signed(x.weight[a] * y.weight[b], c) * gz,
+                        ];
+                    }
+                    taps.len += 1;
+                }
             }
         }
         taps
     }
-
-    fn iter(&self) -> impl Iterator<Item = (usize, T, T)> + '_ {
-        (0..self.count).map(|i| (self.index[i], self.weight[i], self.dweight[i]))
-    }
 }
 
-/// All taps of one sample, and the derivatives of its source coordinates with respect to the
-/// grid coordinates.
-struct PointTaps<T> {
-    x: AxisTaps<T>,
-    y: AxisTaps<T>,
-    z: AxisTaps<T>,
-    /// `d(source)/d(grid)` for x, y, z.
-    scale: [T; 3],
-    /// Voxel strides of the y and z axes.
-    stride_y: usize,
-    stride_z: usize,
+/// Flat voxel index of in-range integral coordinates.
+#[inline(always)]
+fn flat_voxel<T: GridFloat>(dims: &SampleDims, x: T, y: T, z: T) -> usize {
+    let (x, y, z) = (
+        x.to_f64() as usize,
+        y.to_f64() as usize,
+        z.to_f64() as usize,
+    );
+    (z * dims.h + y) * dims.w + x
 }
 
-impl<T: GridFloat> PointTaps<T> {
-    /// Taps of the sample at `grid_point` = `[x, y, z]`.
-    #[inline]
-    fn new(grid_point: &[T], dims: &SampleDims, p: &GridSampleParams) -> Self {
-        let (sx, gx) = source_coordinate(grid_point[0], dims.w, p);
-        let (sy, gy) = source_coordinate(grid_point[1], dims.h, p);
-        let (sz, gz) = source_coordinate(grid_point[2], dims.d, p);
+/// The low and high voxel of a trilinear sample along one axis: index (0 when out of range),
+/// whether it is in range, and its weight.
+struct AxisCorners<T> {
+    index: [usize; 2],
+    valid: [bool; 2],
+    weight: [T; 2],
+}
+
+impl<T: GridFloat> AxisCorners<T> {
+    #[inline(always)]
+    fn new(s: T, size: usize) -> Self {
+        let lo = s.floor();
+        let hi = lo + T::one();
+        let valid = [in_range(lo, size), in_range(hi, size)];
+        // Converted only when in range, so NaN or huge coordinates never reach an integer.
+        let index = |v: T, ok: bool| if ok { v.to_f64() as usize } else { 0 };
         Self {
-            x: AxisTaps::new(sx, dims.w, p.mode),
-            y: AxisTaps::new(sy, dims.h, p.mode),
-            z: AxisTaps::new(sz, dims.d, p.mode),
-            scale: [gx, gy, gz],
-            stride_y: dims.w,
-            stride_z: dims.h * dims.w,
+            index: [index(lo, valid[0]), index(hi, valid[1])],
+            valid,
+            weight: [hi - s, s - lo],
         }
     }
+}
 
-    /// Calls `f(voxel, weight, [dw/dsx, dw/dsy, dw/dsz])` for every in-range tap, in PyTorch's
-    /// accumulation order (z, then y, then x; low before high).
-    #[inline]
-    fn for_each(&self, mut f: impl FnMut(usize, T, [T; 3])) {
-        for (iz, wz, dz) in self.z.iter() {
-            for (iy, wy, dy) in self.y.iter() {
-                for (ix, wx, dx) in self.x.iter() {
-                    let voxel = iz * self.stride_z + iy * self.stride_y + ix;
-                    f(
-                        voxel,
-                        wx * wy * wz,
-                        [dx * wy * wz, wx * dy * wz, wx * wy * dz],
-                    );
-                }
-            }
-        }
-    }
+/// Grid point `pi` of a `[P, 3]` grid slice.
+#[inline(always)]
+fn grid_point<T: Copy>(grid: &[T], pi: usize) -> [T; 3] {
+    [grid[pi * 3], grid[pi * 3 + 1], grid[pi * 3 + 2]]
 }
 
 /// Output points one forward task computes.
@@ -326,15 +343,14 @@ pub fn forward_kernel<T: GridFloat>(
     }
     tasks.into_par_iter().for_each(|(b, first, mut pieces)| {
         let input_b = &input[b * channels * voxels..(b + 1) * channels * voxels];
+        let grid_b = &grid[b * points * 3..(b + 1) * points * 3];
         let len = pieces.first().map_or(0, |piece| piece.len());
-        let mut taps: Vec<(usize, T)> = Vec::with_capacity(8);
         for i in 0..len {
-            let at = (b * points + first + i) * 3;
-            taps.clear();
-            PointTaps::new(&grid[at..at + 3], dims, p).for_each(|v, w, _| taps.push((v, w)));
-            for (piece, plane) in pieces.iter_mut().zip(input_b.chunks(voxels)) {
+            let taps = Taps::new::<false>(grid_point(grid_b, first + i), dims, p);
+            let (voxel, weight) = (&taps.voxel[..taps.len], &taps.weight[..taps.len]);
+            for (piece, plane) in pieces.iter_mut().zip(input_b.chunks_exact(voxels)) {
                 let mut acc = T::zero();
-                for &(v, w) in &taps {
+                for (&v, &w) in voxel.iter().zip(weight) {
                     acc += plane[v] * w;
                 }
                 piece[i] = acc;
@@ -344,105 +360,162 @@ pub fn forward_kernel<T: GridFloat>(
     out
 }
 
-/// Gradient with respect to the grid: input `[N, C, D, H, W]`, grid `[N, P, 3]`, output
-/// gradient `[N, C, P]` → `[N, P, 3]` (zero in nearest mode). Parallel over points.
-pub fn grid_backward_kernel<T: GridFloat>(
+/// Adds the gradients of points `range` of one batch item, for a block of channels, in one
+/// pass: each point's taps are built once and serve the input's scatter-add and the grid's
+/// reduction over the channels.
+///
+/// `input` and `grad_input` are `[count, voxels]`, `grad_out` `[count, points]`, `grid`
+/// `[points, 3]`, `grad_grid` `[range.len(), 3]` (written, not added to). `GRAD` selects
+/// whether the grid gradient is computed (trilinear) or left untouched (nearest).
+#[allow(clippy::too_many_arguments)]
+fn backward_points<T: GridFloat, const GRAD: bool>(
     input: &[T],
     grid: &[T],
     grad_out: &[T],
     dims: &SampleDims,
     p: &GridSampleParams,
-) -> Vec<T> {
-    let (points, voxels, channels) = (dims.points(), dims.voxels(), dims.c);
-    let mut grad = vec![T::zero(); grid.len()];
-    if p.mode == GridSampleMode::Nearest {
-        return grad;
-    }
-    grad.par_chunks_mut(3).enumerate().for_each(|(np, g)| {
-        let (b, pi) = (np / points, np % points);
-        let taps = PointTaps::new(&grid[np * 3..np * 3 + 3], dims, p);
+    range: std::ops::Range<usize>,
+    grad_input: &mut [T],
+    grad_grid: &mut [T],
+) {
+    let (points, voxels) = (dims.points(), dims.voxels());
+    for (pi, gg) in range.zip(grad_grid.chunks_exact_mut(3)) {
+        let taps = Taps::new::<GRAD>(grid_point(grid, pi), dims, p);
+        let (voxel, weight, dgrid) = (
+            &taps.voxel[..taps.len],
+            &taps.weight[..taps.len],
+            &taps.dgrid[..taps.len],
+        );
         let mut sum = [T::zero(); 3];
-        taps.for_each(|v, _, dw| {
-            for ch in b * channels..(b + 1) * channels {
-                let gv = grad_out[ch * points + pi] * input[ch * voxels + v];
-                for (s, d) in sum.iter_mut().zip(dw) {
-                    *s += gv * d;
+        for ((plane, plane_grad), go) in input
+            .chunks_exact(voxels)
+            .zip(grad_input.chunks_exact_mut(voxels))
+            .zip(grad_out.chunks_exact(points))
+        {
+            let g = go[pi];
+            let mut s = [T::zero(); 3];
+            for ((&v, &w), dw) in voxel.iter().zip(weight).zip(dgrid) {
+                plane_grad[v] += w * g;
+                if GRAD {
+                    let value = plane[v];
+                    s[0] += value * dw[0];
+                    s[1] += value * dw[1];
+                    s[2] += value * dw[2];
                 }
             }
-        });
-        for ((g, s), scale) in g.iter_mut().zip(sum).zip(taps.scale) {
-            *g = s * scale;
+            if GRAD {
+                for (acc, s) in sum.iter_mut().zip(s) {
+                    *acc += s * g;
+                }
+            }
         }
-    });
-    grad
+        if GRAD {
+            gg.copy_from_slice(&sum);
+        }
+    }
 }
 
-/// Gradient with respect to the input: grid `[N, P, 3]`, output gradient `[N, C, P]` →
-/// `[N, C, D, H, W]`.
+/// Fused backward kernel: input `[N, C, D, H, W]`, grid `[N, P, 3]` and output gradient
+/// `[N, C, P]` → `grad_input` `[N, C, D, H, W]` and `grad_grid` `[N, P, 3]` (zero in nearest
+/// mode), both overwritten.
 ///
-/// Scatter-add without races: tasks own disjoint blocks of channels of one batch item and
-/// compute each point's taps once per block. When there are fewer (batch, channel) planes than
-/// threads, each plane's points are split further, each part summed into its own plane-sized
-/// accumulator (at most about one per thread) and the parts added afterwards.
-pub fn input_backward_kernel<T: GridFloat>(
+/// One pass over the points computes both. Race-free: tasks own disjoint blocks of channels of
+/// one batch item, so their input-gradient planes are their own; each block writes its share
+/// of the grid gradient into its own `[N, P, 3]` slab (the first block into `grad_grid`
+/// itself), and the slabs are added afterwards. With fewer (batch, channel) planes than
+/// threads, a block's points are split further, each part after the first summed into its own
+/// accumulator (about one per thread) and added at the end.
+pub fn backward_kernel<T: GridFloat>(
+    input: &[T],
     grid: &[T],
     grad_out: &[T],
     dims: &SampleDims,
     p: &GridSampleParams,
-) -> Vec<T> {
+    grad_input: &mut [T],
+    grad_grid: &mut [T],
+) {
+    grad_input.fill(T::zero());
+    grad_grid.fill(T::zero());
     let (points, voxels, channels) = (dims.points(), dims.voxels(), dims.c);
-    let mut grad = vec![T::zero(); dims.n * channels * voxels];
-    if grad.is_empty() {
-        return grad;
+    if dims.n == 0 || channels == 0 || points == 0 {
+        return;
     }
     let threads = rayon::current_num_threads().max(1);
     let block = (dims.n * channels).div_ceil(threads).clamp(1, channels);
-    let tasks = dims.n * channels.div_ceil(block);
-    let parts = (threads / tasks).clamp(1, points.max(1));
-    // Adds the taps of points `range` for channels `first..first + count` of batch item `b`
-    // into `acc` (`count` planes).
-    let scatter = |b: usize, first: usize, range: std::ops::Range<usize>, acc: &mut [T]| {
-        let count = acc.len() / voxels;
-        for pi in range {
-            let at = (b * points + pi) * 3;
-            PointTaps::new(&grid[at..at + 3], dims, p).for_each(|v, w, _| {
-                for k in 0..count {
-                    let ch = b * channels + first + k;
-                    acc[k * voxels + v] += w * grad_out[ch * points + pi];
+    let blocks = channels.div_ceil(block);
+    let parts = (threads / (dims.n * blocks)).clamp(1, points);
+    let per_part = points.div_ceil(parts);
+    let slab = grad_grid.len();
+    let mut extra_slabs = vec![T::zero(); (blocks - 1) * slab];
+
+    let run =
+        |b: usize, first: usize, range: std::ops::Range<usize>, gi: &mut [T], gg: &mut [T]| {
+            let count = gi.len() / voxels;
+            let planes = b * channels + first..b * channels + first + count;
+            let (input, grad_out) = (
+                &input[planes.start * voxels..planes.end * voxels],
+                &grad_out[planes.start * points..planes.end * points],
+            );
+            let grid = &grid[b * points * 3..(b + 1) * points * 3];
+            match p.mode {
+                GridSampleMode::Bilinear => {
+                    backward_points::<T, true>(input, grid, grad_out, dims, p, range, gi, gg)
                 }
-            });
+                GridSampleMode::Nearest => {
+                    backward_points::<T, false>(input, grid, grad_out, dims, p, range, gi, gg)
+                }
+            }
+        };
+
+    let mut tasks: Vec<(usize, usize, &mut [T], &mut [T])> = Vec::new();
+    let mut slabs: Vec<std::slice::ChunksMut<'_, T>> = std::iter::once(&mut *grad_grid)
+        .chain(extra_slabs.chunks_mut(slab))
+        .map(|s| s.chunks_mut(points * 3))
+        .collect();
+    for (b, gi_b) in grad_input.chunks_mut(channels * voxels).enumerate() {
+        for ((j, gi), gg) in gi_b
+            .chunks_mut(block * voxels)
+            .enumerate()
+            .zip(slabs.iter_mut().filter_map(|s| s.next()))
+        {
+            tasks.push((b, j * block, gi, gg));
         }
-    };
-    grad.par_chunks_mut(channels * voxels)
-        .enumerate()
-        .flat_map(|(b, grad_b)| {
-            grad_b
-                .par_chunks_mut(block * voxels)
-                .enumerate()
-                .map(move |(j, dst)| (b, j * block, dst))
-        })
-        .for_each(|(b, first, dst)| {
-            if parts == 1 {
-                scatter(b, first, 0..points, dst);
-                return;
+    }
+    tasks.into_par_iter().for_each(|(b, first, gi, gg)| {
+        let (gg_first, gg_rest) = gg.split_at_mut(per_part * 3);
+        let len = gi.len();
+        let ((), partials) = rayon::join(
+            || run(b, first, 0..per_part, gi, gg_first),
+            || {
+                gg_rest
+                    .par_chunks_mut(per_part * 3)
+                    .enumerate()
+                    .map(|(i, gg_part)| {
+                        let start = (i + 1) * per_part;
+                        let mut acc = vec![T::zero(); len];
+                        run(
+                            b,
+                            first,
+                            start..start + gg_part.len() / 3,
+                            &mut acc,
+                            gg_part,
+                        );
+                        acc
+                    })
+                    .collect::<Vec<_>>()
+            },
+        );
+        for acc in partials {
+            for (d, a) in gi.iter_mut().zip(acc) {
+                *d += a;
             }
-            let per_part = points.div_ceil(parts);
-            let partials: Vec<Vec<T>> = (0..parts)
-                .into_par_iter()
-                .map(|part| {
-                    let mut acc = vec![T::zero(); dst.len()];
-                    let end = ((part + 1) * per_part).min(points);
-                    scatter(b, first, (part * per_part).min(end)..end, &mut acc);
-                    acc
-                })
-                .collect();
-            for acc in partials {
-                for (d, a) in dst.iter_mut().zip(acc) {
-                    *d += a;
-                }
-            }
-        });
-    grad
+        }
+    });
+    for extra in extra_slabs.chunks_exact(slab) {
+        for (d, e) in grad_grid.iter_mut().zip(extra) {
+            *d += *e;
+        }
+    }
 }
 
 /// Dims of a contiguous input/grid pair (grid viewed as `[N, P, 3]`).
@@ -485,53 +558,22 @@ impl CustomOp2 for GridSample {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad_res = grad_res.contiguous()?;
-        let dims = SampleDims::new(input.dims(), grid.dims())?;
-        let grad_input =
-            grid.apply_op2_no_bwd(&grad_res, &GridSampleInputBackward(self.0, dims))?;
-        let grad_grid = input.apply_op3_no_bwd(grid, &grad_res, &GridSampleGridBackward(self.0))?;
+        // One fused pass yields both gradients, concatenated; the narrows are views.
+        let both = input.apply_op3_no_bwd(grid, &grad_res, &GridSampleBackward(self.0))?;
+        let (ni, ng) = (input.elem_count(), grid.elem_count());
+        let grad_input = both.narrow(0, 0, ni)?.reshape(input.shape())?;
+        let grad_grid = both.narrow(0, ni, ng)?.reshape(grid.shape())?;
         Ok((Some(grad_input), Some(grad_grid)))
     }
 }
 
-/// `(grid, grad_out) -> grad_input`; records no backward.
-struct GridSampleInputBackward(GridSampleParams, SampleDims);
+/// `(input, grid, grad_out) -> [grad_input (flattened), grad_grid (flattened)]` in one flat
+/// tensor; records no backward.
+struct GridSampleBackward(GridSampleParams);
 
-impl CustomOp2 for GridSampleInputBackward {
+impl CustomOp3 for GridSampleBackward {
     fn name(&self) -> &'static str {
-        "grid_sample3d-backward-input"
-    }
-
-    fn cpu_fwd(
-        &self,
-        gs: &CpuStorage,
-        gl: &Layout,
-        os: &CpuStorage,
-        ol: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let dims = self.1;
-        let expected = [dims.n, dims.c, dims.od, dims.oh, dims.ow];
-        if ol.dims() != expected || gl.dims() != [dims.n, dims.od, dims.oh, dims.ow, 3] {
-            bail!(
-                "{}: gradient shape {:?} does not match the output",
-                self.name(),
-                ol.dims()
-            );
-        }
-        let out = with_float_slices!(
-            self.name(),
-            [(grid, gs, gl), (grad_out, os, ol)],
-            input_backward_kernel(grid, grad_out, &dims, &self.0)
-        );
-        Ok((out, Shape::from((dims.n, dims.c, dims.d, dims.h, dims.w))))
-    }
-}
-
-/// `(input, grid, grad_out) -> grad_grid`; records no backward.
-struct GridSampleGridBackward(GridSampleParams);
-
-impl CustomOp3 for GridSampleGridBackward {
-    fn name(&self) -> &'static str {
-        "grid_sample3d-backward-grid"
+        "grid_sample3d-backward"
     }
 
     fn cpu_fwd(
@@ -551,12 +593,18 @@ impl CustomOp3 for GridSampleGridBackward {
                 ol.dims()
             );
         }
+        let (ni, ng) = (il.shape().elem_count(), gl.shape().elem_count());
         let out = with_float_slices!(
             self.name(),
             [(input, is, il), (grid, gs, gl), (grad_out, os, ol)],
-            grid_backward_kernel(input, grid, grad_out, &dims, &self.0)
+            {
+                let mut both = vec![Default::default(); ni + ng];
+                let (gi, gg) = both.split_at_mut(ni);
+                backward_kernel(input, grid, grad_out, &dims, &self.0, gi, gg);
+                both
+            }
         );
-        Ok((out, gl.shape().clone()))
+        Ok((out, Shape::from(ni + ng)))
     }
 }
 
