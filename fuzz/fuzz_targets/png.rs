@@ -11,10 +11,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let color = &decoded.color;
     assert!(color.channels == 1 || color.channels == 3);
-    assert_eq!(color.data.len(), color.width * color.height * color.channels);
+    assert_eq!(
+        color.data.len(),
+        color.width * color.height * color.channels
+    );
     assert!(color.data.iter().all(|v| (0.0..=1.0).contains(v)));
     if let Some(alpha) = &decoded.alpha {
-        assert_eq!((alpha.width, alpha.height, alpha.channels), (color.width, color.height, 1));
+        assert_eq!(
+            (alpha.width, alpha.height, alpha.channels),
+            (color.width, color.height, 1)
+        );
         assert_eq!(alpha.data.len(), alpha.width * alpha.height);
     }
 });

@@ -10,7 +10,11 @@ impl ScratchFile {
     /// Writes `data` to the scratch file named `tag` (e.g. `npy`, used as its extension too).
     pub fn new(tag: &str, data: &[u8]) -> std::io::Result<Self> {
         let shm = Path::new("/dev/shm");
-        let dir = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+        let dir = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
         let path = dir.join(format!("vnr-fuzz-{}-{tag}.{tag}", std::process::id()));
         std::fs::write(&path, data)?;
         Ok(Self(path))

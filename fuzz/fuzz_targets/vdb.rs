@@ -11,7 +11,9 @@ use scratch::ScratchFile;
 use vnr_formats::vdb::{list_vdb, AnyGrid, BBox, DenseLimit, Grid, VdbFile, VdbValue};
 
 /// Small enough that a fuzz iteration stays fast whatever the bbox says.
-const LIMIT: DenseLimit = DenseLimit { max_voxels: 1 << 16 };
+const LIMIT: DenseLimit = DenseLimit {
+    max_voxels: 1 << 16,
+};
 /// Edge of the probe box compared against `get`.
 const PROBE_EDGE: i32 = 12;
 
@@ -38,11 +40,17 @@ fn exercise<T: VdbValue>(grid: &Grid<T>) {
         let want = grid.get(ijk);
         // NaN-tolerant: both sides unequal to themselves counts as agreement.
         let nan_both = want != want && got != got;
-        assert!(got == want || nan_both, "dense {got:?} != get {want:?} at {ijk:?}");
+        assert!(
+            got == want || nan_both,
+            "dense {got:?} != get {want:?} at {ijk:?}"
+        );
     }
     // Active voxels lie in the bbox (bounded walk: tiles can hold billions).
     for (ijk, _) in grid.active_voxels().take(1 << 12) {
-        assert!(bbox.contains(ijk), "active voxel {ijk:?} outside bbox {bbox:?}");
+        assert!(
+            bbox.contains(ijk),
+            "active voxel {ijk:?} outside bbox {bbox:?}"
+        );
     }
 }
 

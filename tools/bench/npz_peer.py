@@ -10,7 +10,9 @@ Usage:
 
 DIR defaults to $VNR_BENCH_DIR, else target/npz-chunks-bench. Missing chunk files are
 generated with `numpy.savez` (the same contents the Rust bench writes), so either side can
-run first. Peak memory: run under `/usr/bin/time -v` and read "Maximum resident set size".
+run first. Ratios compare medians of --runs timed passes (files in the page cache). Peak
+memory: run under `/usr/bin/time -v` and read "Maximum resident set size"; our streaming peak
+is measured with `crates/vnr-formats/examples/stream_chunks.rs` the same way.
 """
 
 import argparse

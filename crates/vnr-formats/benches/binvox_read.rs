@@ -42,7 +42,9 @@ fn inputs(generated_dir: &tempfile::TempDir) -> Vec<(String, PathBuf)> {
         .filter_map(|name| fixture(&format!("binvox/{name}.binvox")).map(|p| (name.to_string(), p)))
         .collect();
     let path = generated_dir.path().join("sphere256.binvox");
-    sphere(GENERATED_SIDE).write(&path).expect("write generated grid");
+    sphere(GENERATED_SIDE)
+        .write(&path)
+        .expect("write generated grid");
     files.push((format!("sphere{GENERATED_SIDE}"), path));
     files
 }
@@ -54,7 +56,10 @@ fn bench(c: &mut Criterion) {
         .into_iter()
         .map(|(name, path)| {
             let bytes = std::fs::read(&path).expect("read input");
-            let voxels = BinvoxGrid::from_bytes(&bytes).expect("valid input").values().len() as u64;
+            let voxels = BinvoxGrid::from_bytes(&bytes)
+                .expect("valid input")
+                .values()
+                .len() as u64;
             (name, path, bytes, voxels)
         })
         .collect();

@@ -735,8 +735,9 @@ fn decode_chunk(source: &ChunkSource, fields: &[FieldSpec], dtype: DType) -> Res
                 source.samples,
                 None,
             )?;
-            let array = reader.array(&file.key)?;
-            Ok(array.into_tensor(&Device::Cpu)?.to_dtype(dtype)?)
+            // Converting while decoding: the stored-dtype array never exists in full, which keeps
+            // the peak at `max_decoded_chunks` chunks of the output dtype.
+            Ok(reader.tensor(&file.key, dtype)?)
         })
         .collect()
 }

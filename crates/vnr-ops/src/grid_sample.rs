@@ -239,12 +239,8 @@ impl<T: GridFloat> Taps<T> {
                 let y = AxisCorners::new(sy, dims.h);
                 let z = AxisCorners::new(sz, dims.d);
                 // Bit 0 of `k` picks x's high voxel, bit 1 y's, bit 2 z's.
-                for k in 0..8 {
+                let corner = |taps: &mut Self, at: usize, k: usize| {
                     let (a, b, c) = (k & 1, (k >> 1) & 1, (k >> 2) & 1);
-                    if !(x.valid[a] && y.valid[b] && z.valid[c]) {
-                        continue;
-                    }
-                    let at = taps.len;
                     taps.voxel[at] = (z.index[c] * dims.h + y.index[b]) * dims.w + x.index[a];
                     taps.weight[at] = x.weight[a] * y.weight[b] * z.weight[c];
                     if GRAD {
@@ -256,11 +252,44 @@ impl<T: GridFloat> Taps<T> {
                             signed(x.weight[a] * y.weight[b], c) * gz,
                         ];
                     }
-                    taps.len += 1;
+                };
+                let all = |axis: &AxisCorners<T>| axis.valid[0] && axis.valid[1];
+                if all(&x) && all(&y) && all(&z) {
+                    // Interior points (most of them): fixed slots the compiler unrolls.
+                    for k in 0..8 {
+                        corner(&mut taps, k, k);
+                    }
+                    taps.len = 8;
+                } else {
+                    for k in 0..8 {
+                        let (a, b, c) = (k & 1, (k >> 1) & 1, (k >> 2) & 1);
+                        if x.valid[a] && y.valid[b] && z.valid[c] {
+                            let at = taps.len;
+                            corner(&mut taps, at, k);
+                            taps.len += 1;
+                        }
+                    }
                 }
             }
         }
         taps
+    }
+}
+
+impl<T: Copy> Taps<T> {
+    /// Calls `f(voxel, weight, dgrid)` for every tap; the full case is a fixed-length loop so
+    /// that it unrolls.
+    #[inline(always)]
+    fn each(&self, mut f: impl FnMut(usize, T, &[T; 3])) {
+        if self.len == 8 {
+            for k in 0..8 {
+                f(self.voxel[k], self.weight[k], &self.dgrid[k]);
+            }
+        } else {
+            for k in 0..self.len.min(8) {
+                f(self.voxel[k], self.weight[k], &self.dgrid[k]);
+            }
+        }
     }
 }
 
@@ -347,12 +376,10 @@ pub fn forward_kernel<T: GridFloat>(
         let len = pieces.first().map_or(0, |piece| piece.len());
         for i in 0..len {
             let taps = Taps::new::<false>(grid_point(grid_b, first + i), dims, p);
-            let (voxel, weight) = (&taps.voxel[..taps.len], &taps.weight[..taps.len]);
-            for (piece, plane) in pieces.iter_mut().zip(input_b.chunks_exact(voxels)) {
+            for (ch, piece) in pieces.iter_mut().enumerate() {
+                let plane = &input_b[ch * voxels..(ch + 1) * voxels];
                 let mut acc = T::zero();
-                for (&v, &w) in voxel.iter().zip(weight) {
-                    acc += plane[v] * w;
-                }
+                taps.each(|v, w, _| acc += plane[v] * w);
                 piece[i] = acc;
             }
         }
@@ -379,22 +406,16 @@ fn backward_points<T: GridFloat, const GRAD: bool>(
     grad_grid: &mut [T],
 ) {
     let (points, voxels) = (dims.points(), dims.voxels());
+    let count = grad_input.len() / voxels;
     for (pi, gg) in range.zip(grad_grid.chunks_exact_mut(3)) {
         let taps = Taps::new::<GRAD>(grid_point(grid, pi), dims, p);
-        let (voxel, weight, dgrid) = (
-            &taps.voxel[..taps.len],
-            &taps.weight[..taps.len],
-            &taps.dgrid[..taps.len],
-        );
         let mut sum = [T::zero(); 3];
-        for ((plane, plane_grad), go) in input
-            .chunks_exact(voxels)
-            .zip(grad_input.chunks_exact_mut(voxels))
-            .zip(grad_out.chunks_exact(points))
-        {
-            let g = go[pi];
+        for ch in 0..count {
+            let plane = &input[ch * voxels..(ch + 1) * voxels];
+            let plane_grad = &mut grad_input[ch * voxels..(ch + 1) * voxels];
+            let g = grad_out[ch * points + pi];
             let mut s = [T::zero(); 3];
-            for ((&v, &w), dw) in voxel.iter().zip(weight).zip(dgrid) {
+            taps.each(|v, w, dw| {
                 plane_grad[v] += w * g;
                 if GRAD {
                     let value = plane[v];
@@ -402,7 +423,7 @@ fn backward_points<T: GridFloat, const GRAD: bool>(
                     s[1] += value * dw[1];
                     s[2] += value * dw[2];
                 }
-            }
+            });
             if GRAD {
                 for (acc, s) in sum.iter_mut().zip(s) {
                     *acc += s * g;
