@@ -16,12 +16,14 @@
 //! * **STL**: the format has no shared vertices; stl_io joins corners with bit-identical
 //!   coordinates, numbered in order of first appearance.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{Cursor, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use ply_rs_bw::parser::Parser;
-use ply_rs_bw::ply::{DefaultElement, Property};
+use ply_rs_bw::parser::{ParseError, Parser, Reader};
+use ply_rs_bw::ply::{
+    DefaultElement, ElementDef, Encoding, Header, Payload, Property, PropertyType, ScalarType,
+};
 
 use crate::atomic::write_atomically;
 
@@ -46,6 +48,25 @@ pub enum MeshError {
     /// The PLY parser rejected the file.
     #[error("PLY: {0}")]
     Ply(#[from] ply_rs_bw::parser::ParseError),
+    /// The PLY header declares an element name twice (the parser would keep only one of them,
+    /// silently misreading the payload).
+    #[error("PLY: element `{0}` is declared twice")]
+    PlyDuplicateElement(String),
+    /// A PLY element without properties has a non-zero count: its instances would occupy no
+    /// bytes, so nothing in the file bounds how many the parser would build.
+    #[error("PLY: element `{element}` has {count} instances but no properties")]
+    PlyElementWithoutProperties { element: String, count: usize },
+    /// The header's element counts need more payload than follows the header: at least
+    /// `required` bytes (binary) or lines (ASCII, one per element instance).
+    #[error(
+        "PLY: the header's element counts need at least {required} {unit} after the header, \
+         but only {available} follow"
+    )]
+    PlyPayloadTooShort {
+        required: u64,
+        available: u64,
+        unit: &'static str,
+    },
     /// A required PLY element is absent.
     #[error("PLY: no `{0}` element")]
     PlyMissingElement(&'static str),
@@ -249,10 +270,17 @@ impl TriangleMesh {
     /// Vertex coordinates `x`, `y`, `z` may have any numeric type. Faces come from the list
     /// property `vertex_indices` (or `vertex_index`, as some exporters name it) of the `face`
     /// element; a file without a `face` element is a point cloud and reads as an empty mesh.
+    ///
+    /// The whole input is read into memory and the header's element counts are checked against
+    /// the bytes after it before any element is built (see [`MeshError::PlyPayloadTooShort`],
+    /// [`MeshError::PlyElementWithoutProperties`], [`MeshError::PlyDuplicateElement`]).
     pub fn read_ply_from(reader: &mut impl Read) -> Result<Self, MeshError> {
-        let ply = Parser::<DefaultElement>::new().read_ply(reader)?;
-        let vertices = ply
-            .payload
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| MeshError::Ply(ParseError::from(e)))?;
+        let payload = read_ply_payload(&bytes)?;
+        let vertices = payload
             .get("vertex")
             .ok_or(MeshError::PlyMissingElement("vertex"))?;
         let mut positions = Vec::with_capacity(vertices.len());
@@ -269,7 +297,7 @@ impl TriangleMesh {
             positions.push([coordinate("x")?, coordinate("y")?, coordinate("z")?]);
         }
         let mut triangles = Vec::new();
-        if let Some(faces) = ply.payload.get("face") {
+        if let Some(faces) = payload.get("face") {
             for (index, face) in faces.iter().enumerate() {
                 let indices = face
                     .get("vertex_indices")
@@ -453,6 +481,109 @@ fn too_many(mesh: &TriangleMesh) -> MeshError {
         count: mesh.positions.len(),
         limit: u64::from(u32::MAX),
         what: "u32 index",
+    }
+}
+
+/// Parses a PLY file held in memory, refusing a header whose element counts the bytes after it
+/// cannot hold BEFORE any element is built: ply-rs-bw trusts the counts and builds one map per
+/// element instance, so a tiny file could otherwise demand gigabytes.
+fn read_ply_payload(bytes: &[u8]) -> Result<Payload<DefaultElement>, MeshError> {
+    let parser = Parser::<DefaultElement>::new();
+    let mut reader = Reader::new(Cursor::new(bytes));
+    let header = parser.read_header(&mut reader)?;
+    // A Cursor never reports a position past its data; the fallback only avoids a panic path.
+    let header_len = usize::try_from(reader.get_ref().position()).unwrap_or(bytes.len());
+    let (header_bytes, after_header) = bytes.split_at_checked(header_len).unwrap_or((bytes, &[]));
+    check_unique_element_names(header_bytes)?;
+    check_element_counts(&header, after_header)?;
+    Ok(parser.read_payload(&mut reader, &header)?)
+}
+
+/// Refuses a header that declares an element name twice. ply-rs-bw keys elements by name and
+/// lets a later declaration replace an earlier one, so this is checked on the header text.
+fn check_unique_element_names(header_bytes: &[u8]) -> Result<(), MeshError> {
+    let is_separator = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+    let text = String::from_utf8_lossy(header_bytes);
+    let mut names = HashSet::new();
+    for line in text.split('\n') {
+        let Some(rest) = line.strip_prefix("element") else {
+            continue;
+        };
+        if !rest.starts_with(is_separator) {
+            continue;
+        }
+        if let Some(name) = rest.split(is_separator).find(|word| !word.is_empty()) {
+            if !names.insert(name) {
+                return Err(MeshError::PlyDuplicateElement(name.to_owned()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the header's element counts against `payload` (the bytes after `end_header`): every
+/// element with instances has a property; binary: Σ count × minimum element size bytes fit;
+/// ASCII: Σ count lines exist (ply-rs-bw reads exactly one line per instance). Sums saturate,
+/// which only makes an impossible count larger.
+fn check_element_counts(header: &Header, payload: &[u8]) -> Result<(), MeshError> {
+    if let Some(element) = header
+        .elements
+        .values()
+        .find(|e| e.count > 0 && e.properties.is_empty())
+    {
+        return Err(MeshError::PlyElementWithoutProperties {
+            element: element.name.clone(),
+            count: element.count,
+        });
+    }
+    let count = |element: &ElementDef| u64::try_from(element.count).unwrap_or(u64::MAX);
+    let (required, available, unit) = match header.encoding {
+        Encoding::Ascii => (
+            header
+                .elements
+                .values()
+                .fold(0u64, |sum, e| sum.saturating_add(count(e))),
+            payload.split_inclusive(|&b| b == b'\n').count(),
+            "lines",
+        ),
+        Encoding::BinaryBigEndian | Encoding::BinaryLittleEndian => (
+            header.elements.values().fold(0u64, |sum, e| {
+                sum.saturating_add(count(e).saturating_mul(min_binary_element_size(e)))
+            }),
+            payload.len(),
+            "bytes",
+        ),
+    };
+    let available = u64::try_from(available).unwrap_or(u64::MAX);
+    if required > available {
+        return Err(MeshError::PlyPayloadTooShort {
+            required,
+            available,
+            unit,
+        });
+    }
+    Ok(())
+}
+
+/// The fewest bytes one binary instance of `element` can take: its scalars, plus only the length
+/// field of each list (a list may be empty).
+fn min_binary_element_size(element: &ElementDef) -> u64 {
+    element
+        .properties
+        .values()
+        .map(|p| match &p.data_type {
+            PropertyType::Scalar(scalar) | PropertyType::List(scalar, _) => scalar_size(scalar),
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Bytes of one binary PLY scalar.
+fn scalar_size(scalar: &ScalarType) -> u64 {
+    match scalar {
+        ScalarType::Char | ScalarType::UChar => 1,
+        ScalarType::Short | ScalarType::UShort => 2,
+        ScalarType::Int | ScalarType::UInt | ScalarType::Float => 4,
+        ScalarType::Double => 8,
     }
 }
 

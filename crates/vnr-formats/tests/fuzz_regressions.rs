@@ -4,6 +4,7 @@
 //! generated here from our own writer) and asserts the reader's answer: a typed error or a
 //! correct grid, never a panic or an unbounded allocation.
 
+use vnr_formats::mesh::{MeshError, TriangleMesh};
 use vnr_formats::vdb::{
     vdb_bytes, AnyGrid, Grid, GridClass, Transform, Tree, VdbFile, WriteOptions,
 };
@@ -82,14 +83,12 @@ fn vdb_instanced_grids_read_their_parents_tree() {
     }
 }
 
-/// Fuzz finding (vdb target, by construction from its seed corpus): every instanced grid gets a
-/// deep copy of its parent's tree, so memory grows with (instances × tree size) while the file
+/// Fuzz finding (vdb target, by construction from its seed corpus): every instanced grid got a
+/// deep copy of its parent's tree, so memory grew with (instances × tree size) while the file
 /// grows with (instances × ~200 bytes). This 4,096-leaf tree with 2,000 instances is ~1.4 MB on
-/// disk and needs ~17 GB to read (pyopenvdb writes the same shape of file from `grid.copy()`).
-/// Ignored until instances share their parent's tree (or the reader caps the total); then it
-/// must finish quickly with either a correct grid per instance or a typed error.
+/// disk and needed ~17 GB to read (pyopenvdb writes the same shape of file from `grid.copy()`).
+/// Instances now share their parent's tree, as in OpenVDB: each costs a pointer.
 #[test]
-#[ignore = "allocates ~17 GB until vdb instanced grids share their parent's tree"]
 fn vdb_instanced_grids_do_not_multiply_memory() {
     let base = leafy_grid(16);
     let bytes = instanced_file(&base, 2000);
@@ -98,11 +97,96 @@ fn vdb_instanced_grids_do_not_multiply_memory() {
         "the input is small: {} bytes",
         bytes.len()
     );
-    if let Ok(file) = VdbFile::from_bytes(&bytes) {
-        for entry in &file.grids {
-            if let Ok(grid) = &entry.grid {
-                assert_eq!(grid.active_voxel_count(), 128 * 128 * 128);
-            }
+    let file = VdbFile::from_bytes(&bytes).expect("instanced file");
+    assert_eq!(file.grids.len(), 2001);
+    fn float_grid(entry: &vnr_formats::vdb::GridEntry) -> &Grid<f32> {
+        match entry.grid.as_ref() {
+            Ok(AnyGrid::Float(g)) => g,
+            Ok(other) => panic!("expected a float grid, got {}", other.value_type()),
+            Err(e) => panic!("unreadable grid: {e}"),
         }
     }
+    let parent = float_grid(&file.grids[0]);
+    assert_eq!(parent.leaves().len(), 16 * 16 * 16);
+    assert_eq!(parent.active_voxel_count(), 128 * 128 * 128);
+    for entry in &file.grids[1..] {
+        let instance = float_grid(entry);
+        assert!(
+            std::sync::Arc::ptr_eq(&instance.tree, &parent.tree),
+            "{} holds its own copy of the parent's tree",
+            instance.name
+        );
+    }
+}
+
+/// A PLY file: one vertex at the origin, then an element `junk` with `count` instances and no
+/// properties.
+fn ply_with_empty_element(format: &str, count: u64, vertex: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "ply\nformat {format} 1.0\nelement vertex 1\nproperty float x\nproperty float y\n\
+         property float z\nelement junk {count}\nend_header\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(vertex);
+    out
+}
+
+/// Fuzz finding (mesh_ply, OOM, minimised from
+/// `element vertex 444 / element face 3 / element vertex 44444444` with no properties): a binary
+/// PLY element without properties takes no bytes per instance, so ply-rs "reads" `count` of them
+/// from nothing and allocates one `DefaultElement` map each (count 10⁸ in a 140-byte file took
+/// 7 GB and 14 s; this one, 4·10⁹, would need ~280 GB). `read_ply_from` now refuses such an
+/// element from the header alone.
+#[test]
+fn ply_binary_element_without_properties_is_an_error() {
+    let bytes = ply_with_empty_element("binary_little_endian", 4_000_000_000, &[0; 12]);
+    let result = TriangleMesh::read_ply_from(&mut bytes.as_slice());
+    assert!(
+        matches!(
+            result,
+            Err(MeshError::PlyElementWithoutProperties { ref element, count: 4_000_000_000 })
+                if element == "junk"
+        ),
+        "{result:?}"
+    );
+}
+
+/// The ASCII twin of the finding above: refused before the payload is read, as is a count that
+/// merely exceeds the lines left.
+#[test]
+fn ply_ascii_element_count_beyond_the_file_is_an_error() {
+    let bytes = ply_with_empty_element("ascii", 4_000_000_000, b"0 0 0\n");
+    let result = TriangleMesh::read_ply_from(&mut bytes.as_slice());
+    assert!(
+        matches!(result, Err(MeshError::PlyElementWithoutProperties { .. })),
+        "{result:?}"
+    );
+    let vertices = b"ply\nformat ascii 1.0\nelement vertex 4000000000\nproperty float x\n\
+        property float y\nproperty float z\nend_header\n0 0 0\n";
+    let result = TriangleMesh::read_ply_from(&mut &vertices[..]);
+    assert!(
+        matches!(
+            result,
+            Err(MeshError::PlyPayloadTooShort {
+                required: 4_000_000_000,
+                available: 1,
+                unit: "lines"
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+/// The minimised fuzz input itself (a second, property-less `vertex` element of 44,444,444,
+/// which ply-rs lets replace the first): refused as a duplicate element before any allocation.
+#[test]
+fn ply_duplicate_vertex_element_is_bounded() {
+    let bytes: &[u8] = b"ply\nformat binary_big_endian 1.0\ncomment 2seed\nelement vertex 444\n\
+        element face 3\nproperty list uchar uint ve\ncomment d\nelement vertex 44444444\n\
+        property double zesy\nend_header\n\0\0\0\0\0\0\0\0\xba";
+    let result = TriangleMesh::read_ply_from(&mut &bytes[..]);
+    assert!(
+        matches!(result, Err(MeshError::PlyDuplicateElement(ref name)) if name == "vertex"),
+        "{result:?}"
+    );
 }

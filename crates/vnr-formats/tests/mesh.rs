@@ -301,9 +301,20 @@ fn bad_ply_input_gives_typed_errors() {
         TriangleMesh::read(small),
         Err(MeshError::FaceTooSmall { face: 0, len: 2 })
     ));
+    // 4 element lines declared, 2 present: refused from the header's counts.
     let truncated = write_text(&dir, "d.ply", &header[..header.len() - 6]);
     assert!(matches!(
         TriangleMesh::read(truncated),
+        Err(MeshError::PlyPayloadTooShort {
+            required: 4,
+            available: 2,
+            unit: "lines"
+        })
+    ));
+    // Enough lines, but the last is not a number: the parser's own error.
+    let garbled = write_text(&dir, "d2.ply", &format!("{header}three 0 1 2\n"));
+    assert!(matches!(
+        TriangleMesh::read(garbled),
         Err(MeshError::Ply(_))
     ));
     let no_z = write_text(
@@ -317,7 +328,11 @@ fn bad_ply_input_gives_typed_errors() {
         Err(MeshError::PlyBadProperty { property: "z", .. })
     ));
     // ASCII "nan" is refused by the PLY parser itself; a binary NaN reaches our validation.
-    let nan = write_text(&dir, "f.ply", &header.replace("1 0 0\n", "1 nan 0\n"));
+    let nan = write_text(
+        &dir,
+        "f.ply",
+        &format!("{header}3 0 1 2\n").replace("1 0 0\n", "1 nan 0\n"),
+    );
     assert!(matches!(TriangleMesh::read(nan), Err(MeshError::Ply(_))));
     let binary = dir.path().join("g.ply");
     octahedron().write_ply(&binary).unwrap();
@@ -334,6 +349,110 @@ fn bad_ply_input_gives_typed_errors() {
         matches!(result, Err(MeshError::NonFiniteVertex { vertex: 1, .. })),
         "{result:?}"
     );
+}
+
+/// A binary little-endian PLY: `float x y z` vertices and `list uchar int` faces with the given
+/// counts, followed by `payload`.
+fn binary_ply(vertices: u64, faces: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "ply\nformat binary_little_endian 1.0\nelement vertex {vertices}\nproperty float x\n\
+         property float y\nproperty float z\nelement face {faces}\n\
+         property list uchar int vertex_indices\nend_header\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Header counts are checked against the bytes after the header before any element is built:
+/// binary needs Σ count × minimum size (a list counts only its length byte), ASCII one line per
+/// instance; a count that fits exactly passes on to the parser.
+#[test]
+fn ply_header_counts_are_bounded_by_the_payload() {
+    // 3 vertices need 36 bytes, 2 faces at least 2 (empty lists): 38 required, 37 present.
+    let short = binary_ply(3, 2, &[0; 37]);
+    let result = TriangleMesh::read_ply_from(&mut short.as_slice());
+    assert!(
+        matches!(
+            result,
+            Err(MeshError::PlyPayloadTooShort {
+                required: 38,
+                available: 37,
+                unit: "bytes"
+            })
+        ),
+        "{result:?}"
+    );
+    // Exactly enough: the header check passes and the empty face list is the error.
+    let exact = binary_ply(3, 2, &[0; 38]);
+    let result = TriangleMesh::read_ply_from(&mut exact.as_slice());
+    assert!(
+        matches!(result, Err(MeshError::FaceTooSmall { face: 0, len: 0 })),
+        "{result:?}"
+    );
+    // A huge face count in a small file; saturating sums refuse a count near u64::MAX too.
+    for faces in [4_000_000_000, u64::MAX] {
+        let huge = binary_ply(3, faces, &[0; 38]);
+        let result = TriangleMesh::read_ply_from(&mut huge.as_slice());
+        assert!(
+            matches!(
+                result,
+                Err(MeshError::PlyPayloadTooShort { available: 38, .. })
+            ),
+            "{result:?}"
+        );
+    }
+    // ASCII: a last line without a newline still counts as a line.
+    let ascii = "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n\
+                 property float z\nelement face 1\nproperty list uchar int vertex_indices\n\
+                 end_header\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2";
+    let mesh = TriangleMesh::read_ply_from(&mut ascii.as_bytes()).unwrap();
+    assert_eq!((mesh.positions.len(), mesh.triangles.len()), (3, 1));
+    let result = TriangleMesh::read_ply_from(&mut ascii.replace("face 1", "face 2").as_bytes());
+    assert!(
+        matches!(
+            result,
+            Err(MeshError::PlyPayloadTooShort {
+                required: 5,
+                available: 4,
+                unit: "lines"
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+/// A property-less element with instances, or an element declared twice, is refused from the
+/// header in both encodings; a property-less element with count 0 is harmless.
+#[test]
+fn ply_degenerate_headers_are_refused() {
+    for format in ["ascii", "binary_big_endian"] {
+        let header = |extra: &str| {
+            format!(
+                "ply\nformat {format} 1.0\nelement vertex 0\nproperty float x\n\
+                 property float y\nproperty float z\n{extra}end_header\n"
+            )
+        };
+        let empty = header("element junk 5\n");
+        let result = TriangleMesh::read_ply_from(&mut empty.as_bytes());
+        assert!(
+            matches!(
+                result,
+                Err(MeshError::PlyElementWithoutProperties { ref element, count: 5 })
+                    if element == "junk"
+            ),
+            "{format}: {result:?}"
+        );
+        let unused = header("element junk 0\n");
+        let mesh = TriangleMesh::read_ply_from(&mut unused.as_bytes()).unwrap();
+        assert!(mesh.positions.is_empty() && mesh.is_empty());
+        let twice = header("element vertex\t0\nproperty float w\n");
+        let result = TriangleMesh::read_ply_from(&mut twice.as_bytes());
+        assert!(
+            matches!(result, Err(MeshError::PlyDuplicateElement(ref name)) if name == "vertex"),
+            "{format}: {result:?}"
+        );
+    }
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Grids: a named tree with its class, transform and metadata; and the typed-grid enum.
 
+use std::sync::Arc;
+
 use super::error::{Result, VdbError};
 use super::metadata::{MetaMap, MetaValue};
 use super::transform::Transform;
@@ -52,14 +54,17 @@ pub struct Grid<T> {
     pub transform: Transform,
     /// Grid metadata as stored (`class`, `name`, `file_bbox_min`, ...).
     pub metadata: MetaMap,
-    /// The voxels.
-    pub tree: Tree<T>,
+    /// The voxels, shared: an instanced grid in a file (OpenVDB's `grid.copy()`) holds its
+    /// parent's tree, so each instance costs a pointer, not a copy of the voxels. Edit one
+    /// grid's voxels with `Arc::make_mut(&mut grid.tree)` (copies only while still shared).
+    pub tree: Arc<Tree<T>>,
     /// Whether the file stored the values as 16-bit halves.
     pub saved_as_half: bool,
 }
 
 impl<T: VdbValue> Grid<T> {
-    /// A grid from a tree; `metadata` gets `class` and `name` entries.
+    /// A grid owning `tree` (wrapped in an [`Arc`]); `metadata` gets `class` and `name`
+    /// entries.
     pub fn new(
         name: impl Into<String>,
         class: GridClass,
@@ -75,7 +80,7 @@ impl<T: VdbValue> Grid<T> {
             class,
             transform,
             metadata,
-            tree,
+            tree: Arc::new(tree),
             saved_as_half: false,
         }
     }
