@@ -209,15 +209,21 @@ struct Taps<T> {
 }
 
 impl<T: GridFloat> Taps<T> {
-    /// Taps of the sample at `point` = `[x, y, z]`; `GRAD` also fills `dgrid`.
-    #[inline(always)]
-    fn new<const GRAD: bool>(point: [T; 3], dims: &SampleDims, p: &GridSampleParams) -> Self {
-        let mut taps = Self {
+    fn empty() -> Self {
+        Self {
             len: 0,
             voxel: [0; 8],
             weight: [T::zero(); 8],
             dgrid: [[T::zero(); 3]; 8],
-        };
+        }
+    }
+
+    /// Replaces the taps with those of the sample at `point` = `[x, y, z]`; `GRAD` also fills
+    /// `dgrid`. Updated in place: returning the struct by value cost a memcpy per point.
+    #[inline(always)]
+    fn set<const GRAD: bool>(&mut self, point: [T; 3], dims: &SampleDims, p: &GridSampleParams) {
+        let taps = self;
+        taps.len = 0;
         let (sx, gx) = source_coordinate(point[0], dims.w, p);
         let (sy, gy) = source_coordinate(point[1], dims.h, p);
         let (sz, gz) = source_coordinate(point[2], dims.d, p);
@@ -257,7 +263,7 @@ impl<T: GridFloat> Taps<T> {
                 if all(&x) && all(&y) && all(&z) {
                     // Interior points (most of them): fixed slots the compiler unrolls.
                     for k in 0..8 {
-                        corner(&mut taps, k, k);
+                        corner(taps, k, k);
                     }
                     taps.len = 8;
                 } else {
@@ -265,14 +271,13 @@ impl<T: GridFloat> Taps<T> {
                         let (a, b, c) = (k & 1, (k >> 1) & 1, (k >> 2) & 1);
                         if x.valid[a] && y.valid[b] && z.valid[c] {
                             let at = taps.len;
-                            corner(&mut taps, at, k);
+                            corner(taps, at, k);
                             taps.len += 1;
                         }
                     }
                 }
             }
         }
-        taps
     }
 }
 
@@ -374,8 +379,9 @@ pub fn forward_kernel<T: GridFloat>(
         let input_b = &input[b * channels * voxels..(b + 1) * channels * voxels];
         let grid_b = &grid[b * points * 3..(b + 1) * points * 3];
         let len = pieces.first().map_or(0, |piece| piece.len());
+        let mut taps = Taps::empty();
         for i in 0..len {
-            let taps = Taps::new::<false>(grid_point(grid_b, first + i), dims, p);
+            taps.set::<false>(grid_point(grid_b, first + i), dims, p);
             for (ch, piece) in pieces.iter_mut().enumerate() {
                 let plane = &input_b[ch * voxels..(ch + 1) * voxels];
                 let mut acc = T::zero();
@@ -407,8 +413,9 @@ fn backward_points<T: GridFloat, const GRAD: bool>(
 ) {
     let (points, voxels) = (dims.points(), dims.voxels());
     let count = grad_input.len() / voxels;
+    let mut taps = Taps::empty();
     for (pi, gg) in range.zip(grad_grid.chunks_exact_mut(3)) {
-        let taps = Taps::new::<GRAD>(grid_point(grid, pi), dims, p);
+        taps.set::<GRAD>(grid_point(grid, pi), dims, p);
         let mut sum = [T::zero(); 3];
         for ch in 0..count {
             let plane = &input[ch * voxels..(ch + 1) * voxels];

@@ -200,45 +200,75 @@ fn random_case(
     Ok((input, grid, sd))
 }
 
+/// Shapes that take each way of splitting the work at 1 to 4 threads: whole batch items,
+/// points split across threads (few channels) and channel blocks (many channels).
+const SPLIT_CASES: [([usize; 5], [usize; 3]); 3] = [
+    ([2, 3, 5, 4, 7], [3, 5, 4]),
+    ([1, 1, 6, 5, 4], [7, 6, 5]),
+    ([1, 9, 3, 4, 3], [2, 3, 40]),
+];
+
 #[test]
 fn fast_matches_reference_forward_and_backward() -> Result<()> {
-    // Few channels (points split across threads) and many channels (channel blocks).
-    for (dims, out) in [
-        ([2, 3, 5, 4, 7], [3, 5, 4]),
-        ([1, 1, 6, 5, 4], [7, 6, 5]),
-        ([1, 9, 3, 4, 3], [2, 3, 40]),
-    ] {
-        let (input, grid, sd) = random_case(dims, out, 7)?;
-        let x: Vec<f64> = input.flatten_all()?.to_vec1()?;
-        let g: Vec<f64> = grid.flatten_all()?.to_vec1()?;
-        for p in all_params() {
-            let vi = Var::from_tensor(&input)?;
-            let vg = Var::from_tensor(&grid)?;
-            let y = grid_sample3d(vi.as_tensor(), vg.as_tensor(), &p)?;
-            let want = reference::grid_sample3d(&x, &g, &sd, &p);
-            assert_close(&y.flatten_all()?.to_vec1()?, &want, 1e-12, "forward");
-            // f32 agrees within its precision.
-            let y32 = grid_sample3d(
-                &input.to_dtype(DType::F32)?,
-                &grid.to_dtype(DType::F32)?,
-                &p,
-            )?;
-            assert_close(
-                &y32.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
-                &want,
-                1e-4,
-                "forward f32",
-            );
+    for (dims, out) in SPLIT_CASES {
+        fast_matches_reference(dims, out)?;
+    }
+    Ok(())
+}
 
-            let go = values(y.elem_count(), 11, -1.0, 1.0);
-            let go_t = Tensor::from_vec(go.clone(), y.shape(), &Device::Cpu)?;
-            let grads = (y * go_t)?.sum_all()?.backward()?;
-            let (want_gi, want_gg) = reference::grid_sample3d_backward(&x, &g, &go, &sd, &p);
-            let gi = grads.get(vi.as_tensor()).expect("input gradient");
-            let gg = grads.get(vg.as_tensor()).expect("grid gradient");
-            assert_close(&gi.flatten_all()?.to_vec1()?, &want_gi, 1e-10, "grad input");
-            assert_close(&gg.flatten_all()?.to_vec1()?, &want_gg, 1e-10, "grad grid");
-        }
+#[test]
+fn fast_matches_reference_at_every_thread_count() -> Result<()> {
+    // The fused backward splits channels and points by the thread count; each split must
+    // give the same gradients.
+    for threads in [1, 3, 4] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(candle_core::Error::wrap)?;
+        pool.install(|| -> Result<()> {
+            for (dims, out) in SPLIT_CASES {
+                fast_matches_reference(dims, out)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| e.context(format!("{threads} threads")))?;
+    }
+    Ok(())
+}
+
+/// Forward and both gradients of the fast path against the reference, for every parameter
+/// combination.
+fn fast_matches_reference(dims: [usize; 5], out: [usize; 3]) -> Result<()> {
+    let (input, grid, sd) = random_case(dims, out, 7)?;
+    let x: Vec<f64> = input.flatten_all()?.to_vec1()?;
+    let g: Vec<f64> = grid.flatten_all()?.to_vec1()?;
+    for p in all_params() {
+        let vi = Var::from_tensor(&input)?;
+        let vg = Var::from_tensor(&grid)?;
+        let y = grid_sample3d(vi.as_tensor(), vg.as_tensor(), &p)?;
+        let want = reference::grid_sample3d(&x, &g, &sd, &p);
+        assert_close(&y.flatten_all()?.to_vec1()?, &want, 1e-12, "forward");
+        // f32 agrees within its precision.
+        let y32 = grid_sample3d(
+            &input.to_dtype(DType::F32)?,
+            &grid.to_dtype(DType::F32)?,
+            &p,
+        )?;
+        assert_close(
+            &y32.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
+            &want,
+            1e-4,
+            "forward f32",
+        );
+
+        let go = values(y.elem_count(), 11, -1.0, 1.0);
+        let go_t = Tensor::from_vec(go.clone(), y.shape(), &Device::Cpu)?;
+        let grads = (y * go_t)?.sum_all()?.backward()?;
+        let (want_gi, want_gg) = reference::grid_sample3d_backward(&x, &g, &go, &sd, &p);
+        let gi = grads.get(vi.as_tensor()).expect("input gradient");
+        let gg = grads.get(vg.as_tensor()).expect("grid gradient");
+        assert_close(&gi.flatten_all()?.to_vec1()?, &want_gi, 1e-10, "grad input");
+        assert_close(&gg.flatten_all()?.to_vec1()?, &want_gg, 1e-10, "grad grid");
     }
     Ok(())
 }
