@@ -37,15 +37,22 @@ pub struct GradError {
     pub max_rel: f64,
 }
 
-/// Deterministic weights in [-1, 1) from a 64-bit LCG, so failures reproduce.
-fn projection_weights(n: usize) -> Vec<f64> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+/// `n` deterministic pseudo-random values in `[lo, hi)` from a 64-bit LCG, so that checks and
+/// tests built on them reproduce exactly; different seeds give different sequences.
+///
+/// ```
+/// let a = vnr_ops::gradcheck::deterministic_values(4, 7, -1.0, 1.0);
+/// assert_eq!(a, vnr_ops::gradcheck::deterministic_values(4, 7, -1.0, 1.0));
+/// assert!(a.iter().all(|v| (-1.0..1.0).contains(v)));
+/// ```
+pub fn deterministic_values(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
         .map(|_| {
             state = state
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            lo + (hi - lo) * ((state >> 11) as f64 / (1u64 << 53) as f64)
         })
         .collect()
 }
@@ -82,7 +89,11 @@ where
     let var_tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
 
     let n_out = f(&inputs)?.elem_count();
-    let weights = Tensor::from_vec(projection_weights(n_out), n_out, &Device::Cpu)?;
+    let weights = Tensor::from_vec(
+        deterministic_values(n_out, 1, -1.0, 1.0),
+        n_out,
+        &Device::Cpu,
+    )?;
     let grads = projected_loss(&f, &var_tensors, &weights)?.backward()?;
 
     let mut errors = Vec::with_capacity(inputs.len());

@@ -5,20 +5,13 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use vnr_ops::conv::{
     conv3d, conv_transpose3d, reference, Conv3dParams, ConvGeometry, ConvTranspose3dParams,
 };
+use vnr_ops::gradcheck::deterministic_values;
 use vnr_ops::gradcheck::{check_gradients, GradCheckConfig};
 
-/// Deterministic values in [-1, 1) from a 64-bit LCG, so failures reproduce.
+/// Deterministic values in [-1, 1), so failures reproduce.
 fn det(dims: &[usize], seed: u64, dtype: DType) -> Result<Tensor> {
     let n: usize = dims.iter().product();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let values: Vec<f64> = (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
-        })
-        .collect();
+    let values = deterministic_values(n, seed, -1.0, 1.0);
     Tensor::from_vec(values, dims, &Device::Cpu)?.to_dtype(dtype)
 }
 

@@ -2,20 +2,8 @@
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use vnr_ops::cumulative::{cumprod, cumsum, reference};
+use vnr_ops::gradcheck::deterministic_values as values;
 use vnr_ops::gradcheck::{check_gradients, GradCheckConfig};
-
-/// Deterministic values in `[lo, hi)`.
-fn values(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            lo + (hi - lo) * ((state >> 11) as f64 / (1u64 << 53) as f64)
-        })
-        .collect()
-}
 
 fn split(dims: &[usize], dim: usize) -> (usize, usize, usize) {
     (

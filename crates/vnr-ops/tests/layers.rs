@@ -2,23 +2,11 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use vnr_ops::gradcheck::deterministic_values as values;
 use vnr_ops::gradcheck::{check_gradients, GradCheckConfig};
 use vnr_ops::nn::activation::{prelu, PReLU};
 use vnr_ops::nn::linear::{weight_norm_linear, WeightNormLinear};
 use vnr_ops::nn::norm::{layer_norm, LayerNorm};
-
-/// Deterministic values in `[lo, hi)`.
-fn values(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            lo + (hi - lo) * ((state >> 11) as f64 / (1u64 << 53) as f64)
-        })
-        .collect()
-}
 
 fn tensor(shape: &[usize], seed: u64, lo: f64, hi: f64) -> Result<Tensor> {
     Tensor::from_vec(
