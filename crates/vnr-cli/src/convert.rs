@@ -97,14 +97,14 @@ pub fn run(args: &ConvertArgs) -> Result<()> {
 }
 
 fn class_override(args: &ConvertArgs, grid: &mut DenseGrid) {
-    match args.class {
-        Some(ClassArg::Fog) => grid.class = GridClass::FogVolume,
-        Some(ClassArg::LevelSet) => {
-            let background = args.background.unwrap_or(3.0 * grid.voxel_size as f32);
-            grid.class = GridClass::LevelSet { background };
-        }
-        None => {}
-    }
+    let class = match args.class {
+        Some(ClassArg::Fog) => GridClass::FogVolume,
+        Some(ClassArg::LevelSet) => GridClass::LevelSet {
+            background: args.background.unwrap_or(3.0 * grid.voxel_size as f32),
+        },
+        None => return,
+    };
+    grid.convert_class(class, args.threshold);
 }
 
 fn read_grid(path: &Path, format: Format, args: &ConvertArgs) -> Result<DenseGrid> {

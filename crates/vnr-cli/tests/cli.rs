@@ -203,3 +203,23 @@ fn meshes_convert_between_obj_and_ply() {
     assert_eq!(item["triangles"], 2);
     assert_eq!(item["vertices"], 4);
 }
+
+#[test]
+fn occupancy_becomes_a_level_set_with_the_same_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, grid) = sample_binvox(dir.path());
+    let vdb = dir.path().join("surface.vdb");
+    let back = dir.path().join("back.binvox");
+    let out = vnr(&[&"convert", &path, &vdb, &"--class", &"level-set"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let item = &info_json(&vdb)[0]["items"][0];
+    assert_eq!(item["class"], "level set");
+    let range = item["value_range"].as_array().unwrap();
+    assert!(range[0].as_f64().unwrap() < 0.0 && range[1].as_f64().unwrap() > 0.0);
+    let out = vnr(&[&"convert", &vdb, &back]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        BinvoxGrid::read(&back).unwrap().occupied_count(),
+        grid.occupied_count()
+    );
+}
