@@ -262,7 +262,7 @@ mod tests {
         let targets: Vec<bool> = (0..n).map(|i: usize| (i * 37 + 11) % 23 == 0).collect();
         let fast = squared_distance_transform(dims, |i| targets[i]);
         let coords = |i: usize| [i / 30, (i / 6) % 5, i % 6];
-        for i in 0..n {
+        for (i, &got) in fast.iter().enumerate() {
             let a = coords(i);
             let brute = (0..n)
                 .filter(|&j| targets[j])
@@ -273,7 +273,7 @@ mod tests {
                         .sum::<f64>()
                 })
                 .fold(f64::INFINITY, f64::min);
-            assert_eq!(fast[i], brute, "voxel {a:?}");
+            assert_eq!(got, brute, "voxel {a:?}");
         }
     }
 
