@@ -38,7 +38,9 @@ fn compile_kernels() -> Result<(), String> {
         std::fs::read_dir(&kernel_dir).map_err(|e| format!("{}: {e}", kernel_dir.display()))?;
     let mut sources = Vec::new();
     for entry in entries {
-        let path = entry.map_err(|e| format!("{}: {e}", kernel_dir.display()))?.path();
+        let path = entry
+            .map_err(|e| format!("{}: {e}", kernel_dir.display()))?
+            .path();
         let ext = path.extension().and_then(|e| e.to_str());
         if matches!(ext, Some("cu") | Some("cuh")) {
             println!("cargo:rerun-if-changed={}", path.display());
@@ -65,9 +67,7 @@ fn compile_kernels() -> Result<(), String> {
             .arg(&ptx)
             .arg(&source)
             .status()
-            .map_err(|e| {
-                format!("cannot run {nvcc} (source tools/cuda/env.sh to get one): {e}")
-            })?;
+            .map_err(|e| format!("cannot run {nvcc} (source tools/cuda/env.sh to get one): {e}"))?;
         if !status.success() {
             return Err(format!("{nvcc} failed on {} ({status})", source.display()));
         }

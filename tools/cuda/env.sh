@@ -1,5 +1,6 @@
 # Source this to build vnr's `cuda` feature on a machine without a CUDA toolkit:
-#   source tools/cuda/env.sh && cargo build --release -p vnr-ops --features cuda
+#   source tools/cuda/env.sh && CARGO_TARGET_DIR=target-cuda nice -n 19 cargo build -p vnr-ops --features cuda
+# (docs/cuda.md: tests, carrying the binary to a GPU machine, measured times)
 # It installs nvcc and the CUDA 13.0 runtime libraries from PyPI into .cuda-venv (once), builds a
 # link-time stub for libcuda.so (PyPI ships none; the real driver library is used at run time),
 # and exports what candle's and our build scripts read. Versions are pinned to 13.0 because
@@ -23,16 +24,24 @@ for lib in "$CUDA_HOME"/lib/lib*.so.*; do
   base="${lib%%.so.*}.so"
   [ -e "$base" ] || ln -s "$(basename "$lib")" "$base"
 done
-if [ ! -e "$CUDA_HOME/lib/stubs/libcuda.so" ]; then
+# Rebuilt when missing or empty (an empty stub links nothing and fails at the final link).
+if [ ! -s "$CUDA_HOME/lib/stubs/libcuda_stub.c" ] || [ ! -e "$CUDA_HOME/lib/stubs/libcuda.so" ]; then
   mkdir -p "$CUDA_HOME/lib/stubs"
-  # Every driver entry point cudarc declares, as a do-nothing symbol: enough for the linker.
+  # Every driver entry point of the cudarc in Cargo.lock, as a do-nothing symbol: enough for
+  # the linker. cudarc declares them `pub unsafe fn cuX(..)` and, inside `extern` blocks,
+  # `fn cuX(..);`, so match the bare `fn cuX(`.
   (cd "$_vnr_root" && cargo fetch -q)
-  _vnr_sys="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-*/src/driver/sys | sort | tail -1)"
-  grep -ohE 'pub fn cu[A-Za-z0-9_]+' "$_vnr_sys"/*.rs | sort -u \
-    | sed 's/^pub fn \(.*\)$/int \1(void) { return 0; }/' > "$CUDA_HOME/lib/stubs/libcuda_stub.c"
-  gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$CUDA_HOME/lib/stubs/libcuda.so" \
-    "$CUDA_HOME/lib/stubs/libcuda_stub.c"
-  unset _vnr_sys
+  _vnr_cudarc="$(sed -n '/^name = "cudarc"$/{n;s/^version = "\(.*\)"$/\1/p;q}' "$_vnr_root/Cargo.lock")"
+  _vnr_sys="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$_vnr_cudarc"/src/driver/sys | head -1)"
+  grep -ohE '\bfn cu[A-Za-z0-9_]+\(' "$_vnr_sys"/*.rs | sed -E 's/^fn (cu[A-Za-z0-9_]+)\($/\1/' \
+    | sort -u | sed 's/.*/int &(void) { return 0; }/' > "$CUDA_HOME/lib/stubs/libcuda_stub.c"
+  if [ -s "$CUDA_HOME/lib/stubs/libcuda_stub.c" ]; then
+    gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$CUDA_HOME/lib/stubs/libcuda.so" \
+      "$CUDA_HOME/lib/stubs/libcuda_stub.c"
+  else
+    echo "tools/cuda/env.sh: no cu* entry points found under '$_vnr_sys'" >&2
+  fi
+  unset _vnr_sys _vnr_cudarc
 fi
 export PATH="$CUDA_HOME/bin:$PATH"
 export LIBRARY_PATH="$CUDA_HOME/lib:$CUDA_HOME/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"

@@ -8,10 +8,12 @@
 use crate::pool::PoolGeometry;
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaSlice, CudaView, DeviceRepr, LaunchArgs, LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaFunction, CudaSlice, CudaStream, CudaView, DeviceRepr, LaunchArgs, LaunchConfig,
+    PushKernelArg, ValidAsZeroBits,
 };
-use candle_core::cuda_backend::{CudaDType, CudaFunc, WrapErr};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{bail, CudaDevice, CudaStorage, DType, Layout, Result, WithDType};
+use std::sync::Arc;
 
 /// A PTX module built from one `kernels/*.cu` file.
 struct Module {
@@ -68,8 +70,27 @@ fn common_dtype(op: &str, storages: &[&CudaStorage]) -> Result<DType> {
     }
 }
 
-fn function<T: CudaFloat>(dev: &CudaDevice, module: &Module, kernel: &str) -> Result<CudaFunc> {
-    dev.get_or_load_custom_func(&format!("{kernel}_{}", T::SUFFIX), module.name, module.ptx)
+/// A loaded kernel and the device stream it runs on (candle's own stream, so launches are
+/// ordered with candle's work).
+struct Kernel {
+    func: CudaFunction,
+    stream: Arc<CudaStream>,
+}
+
+impl Kernel {
+    /// Loads entry point `{kernel}_{T::SUFFIX}` of `module` (candle caches the module per device).
+    fn load<T: CudaFloat>(dev: &CudaDevice, module: &Module, kernel: &str) -> Result<Self> {
+        let name = format!("{kernel}_{}", T::SUFFIX);
+        let func = dev.get_or_load_custom_func(&name, module.name, module.ptx)?;
+        Ok(Self {
+            func: func.into_cuda_function(),
+            stream: dev.cuda_stream(),
+        })
+    }
+
+    fn builder(&self) -> LaunchArgs<'_> {
+        self.stream.launch_builder(&self.func)
+    }
 }
 
 /// Device buffer of `len` elements whose contents the next kernel writes entirely. At least
@@ -91,15 +112,22 @@ fn contiguous_view<'a, T: CudaFloat>(
     layout: &Layout,
     copy: &'a mut Option<CudaStorage>,
 ) -> Result<CudaView<'a, T>> {
-    if let Some((start, end)) = layout.contiguous_offsets() {
-        return Ok(storage.as_cuda_slice::<T>()?.slice(start..end));
+    let (source, range) = match layout.contiguous_offsets() {
+        Some((start, end)) => (storage, start..end),
+        None => {
+            let len = layout.shape().elem_count();
+            let dev = storage.device();
+            let buffer = alloc_output::<T>(dev, len)?;
+            let copied = copy.insert(CudaStorage::wrap_cuda_slice(buffer, dev.clone()));
+            storage.copy_strided_src(copied, 0, layout)?;
+            let copied: &'a CudaStorage = copied;
+            (copied, 0..len)
+        }
+    };
+    match source.as_cuda_slice::<T>()?.try_slice(range.clone()) {
+        Some(view) => Ok(view),
+        None => bail!("CUDA storage is shorter than its layout needs ({range:?}, {layout:?})"),
     }
-    let len = layout.shape().elem_count();
-    let dev = storage.device();
-    let buffer = alloc_output::<T>(dev, len)?;
-    let copied = copy.insert(CudaStorage::wrap_cuda_slice(buffer, dev.clone()));
-    storage.copy_strided_src(copied, 0, layout)?;
-    Ok(copied.as_cuda_slice::<T>()?.slice(0..len))
 }
 
 /// Launches a grid-stride kernel over `items` work items; nothing when there are none.
@@ -153,7 +181,7 @@ fn scan_typed<T: CudaFloat>(
     let mut copy = None;
     let x = contiguous_view::<T>(storage, layout, &mut copy)?;
     let out = alloc_output::<T>(dev, outer * len * inner)?;
-    let func = function::<T>(dev, &CUMULATIVE, kernel)?;
+    let func = Kernel::load::<T>(dev, &CUMULATIVE, kernel)?;
     let (exclusive, reverse) = (i32::from(exclusive), i32::from(reverse));
     let mut builder = func.builder();
     builder.arg(&x).arg(&out).arg(&outer).arg(&len).arg(&inner);
@@ -193,7 +221,7 @@ fn cumprod_backward_typed<T: CudaFloat>(
     let x = contiguous_view::<T>(xs, xl, &mut x_copy)?;
     let g = contiguous_view::<T>(gs, gl, &mut g_copy)?;
     let dx = alloc_output::<T>(dev, outer * len * inner)?;
-    let func = function::<T>(dev, &CUMULATIVE, "cumprod_backward")?;
+    let func = Kernel::load::<T>(dev, &CUMULATIVE, "cumprod_backward")?;
     let exclusive = i32::from(exclusive);
     let mut builder = func.builder();
     builder.arg(&x).arg(&g).arg(&dx);
@@ -237,7 +265,7 @@ fn check_density_bounds<T: CudaFloat>(dev: &CudaDevice, d: &CudaView<'_, T>) -> 
         return Ok(());
     }
     let bad = dev.clone_htod(&vec![n as u64])?;
-    let func = function::<T>(dev, &RAYMARCH, "ea_raymarch_check")?;
+    let func = Kernel::load::<T>(dev, &RAYMARCH, "ea_raymarch_check")?;
     let mut builder = func.builder();
     builder.arg(d).arg(&n).arg(&bad);
     // SAFETY: matches `ea_raymarch_check_*` in kernels/raymarch.cu; `d` holds `n` elements.
@@ -245,7 +273,10 @@ fn check_density_bounds<T: CudaFloat>(dev: &CudaDevice, d: &CudaView<'_, T>) -> 
     let first_bad = dev.clone_dtoh(&bad)?.first().copied().unwrap_or(n as u64);
     let index = usize::try_from(first_bad).unwrap_or(n);
     if index < n {
-        let value = dev.clone_dtoh(&d.slice(index..index + 1))?;
+        let value = match d.try_slice(index..index + 1) {
+            Some(v) => dev.clone_dtoh(&v)?,
+            None => Vec::new(),
+        };
         match value.first() {
             Some(v) => bail!("ea_raymarch: density {v} at flat index {index} is outside [0, 1]"),
             None => bail!("ea_raymarch: density at flat index {index} is outside [0, 1]"),
@@ -276,7 +307,7 @@ fn ea_raymarch_forward_typed<T: CudaFloat>(
     let items = rays * (features + 1);
     let out = alloc_output::<T>(dev, items)?;
     let one_plus_eps = T::from_f64(1.0 + eps);
-    let func = function::<T>(dev, &RAYMARCH, "ea_raymarch_forward")?;
+    let func = Kernel::load::<T>(dev, &RAYMARCH, "ea_raymarch_forward")?;
     let mut builder = func.builder();
     builder.arg(&d).arg(&f).arg(&out);
     builder.arg(&rays).arg(&points).arg(&features).arg(&shift);
@@ -332,23 +363,29 @@ fn ea_raymarch_backward_typed<T: CudaFloat>(
     let excl_t = alloc_output::<T>(dev, samples)?;
     let grads = alloc_output::<T>(dev, samples * (features + 1))?;
 
-    let project = function::<T>(dev, &RAYMARCH, "ea_raymarch_project")?;
+    let project = Kernel::load::<T>(dev, &RAYMARCH, "ea_raymarch_project")?;
     let mut builder = project.builder();
     builder.arg(&f).arg(&g).arg(&h);
     builder.arg(&rays).arg(&points).arg(&features);
     // SAFETY: matches `ea_raymarch_project_*`; `f` holds R·P·F, `g` R·(F + 1), `h` R·P.
     unsafe { launch(&mut builder, samples)? };
 
-    let density = function::<T>(dev, &RAYMARCH, "ea_raymarch_backward_density")?;
+    let density = Kernel::load::<T>(dev, &RAYMARCH, "ea_raymarch_backward_density")?;
     let mut builder = density.builder();
-    builder.arg(&d).arg(&h).arg(&g).arg(&excl_q).arg(&excl_t).arg(&grads);
+    builder
+        .arg(&d)
+        .arg(&h)
+        .arg(&g)
+        .arg(&excl_q)
+        .arg(&excl_t)
+        .arg(&grads);
     builder.arg(&rays).arg(&points).arg(&features).arg(&shift);
     builder.arg(&one_plus_eps);
     // SAFETY: matches `ea_raymarch_backward_density_*`; `d`, `h`, `excl_q`, `excl_t` hold
     // R·P, `g` R·(F + 1) and `grads` R·P·(F + 1) elements.
     unsafe { launch(&mut builder, rays)? };
 
-    let feature = function::<T>(dev, &RAYMARCH, "ea_raymarch_backward_features")?;
+    let feature = Kernel::load::<T>(dev, &RAYMARCH, "ea_raymarch_backward_features")?;
     let mut builder = feature.builder();
     builder.arg(&d).arg(&excl_q).arg(&g).arg(&grads);
     builder.arg(&rays).arg(&points).arg(&features).arg(&shift);
@@ -418,7 +455,7 @@ fn max_pool_forward_typed<T: CudaFloat>(
     let x = contiguous_view::<T>(storage, layout, &mut copy)?;
     let y = alloc_output::<T>(dev, output_count(g))?;
     let geometry = PoolGeometryArg::new(g);
-    let func = function::<T>(dev, &POOL, "max_pool3d_forward")?;
+    let func = Kernel::load::<T>(dev, &POOL, "max_pool3d_forward")?;
     let mut builder = func.builder();
     builder.arg(&x).arg(&y).arg(&geometry);
     // SAFETY: matches `max_pool3d_forward_*` in kernels/pool.cu; `x` holds the input and `y`
@@ -459,7 +496,7 @@ fn max_pool_backward_typed<T: CudaFloat>(
     // Accumulated with atomic adds: overlapping windows may share a winner.
     let dx = alloc_zeros::<T>(dev, input_count(g))?;
     let geometry = PoolGeometryArg::new(g);
-    let func = function::<T>(dev, &POOL, "max_pool3d_backward")?;
+    let func = Kernel::load::<T>(dev, &POOL, "max_pool3d_backward")?;
     let mut builder = func.builder();
     builder.arg(&x).arg(&y).arg(&dy).arg(&dx).arg(&geometry);
     // SAFETY: matches `max_pool3d_backward_*` in kernels/pool.cu; `x`, `dx` hold the input
@@ -503,9 +540,13 @@ fn avg_pool_typed<T: CudaFloat>(
     let dst = alloc_output::<T>(dev, items)?;
     let geometry = PoolGeometryArg::new(g);
     let count_include_pad = i32::from(count_include_pad);
-    let func = function::<T>(dev, &POOL, kernel)?;
+    let func = Kernel::load::<T>(dev, &POOL, kernel)?;
     let mut builder = func.builder();
-    builder.arg(&src).arg(&dst).arg(&geometry).arg(&count_include_pad);
+    builder
+        .arg(&src)
+        .arg(&dst)
+        .arg(&geometry)
+        .arg(&count_include_pad);
     // SAFETY: matches `avg_pool3d_{forward,backward}_*` in kernels/pool.cu; `src` holds the
     // volumes the kernel reads and `dst` its `items` outputs.
     unsafe { launch(&mut builder, items)? };

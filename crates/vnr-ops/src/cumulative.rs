@@ -178,6 +178,24 @@ impl CustomOp1 for CumSum {
         Ok((out, layout.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dims = split_dims("cumsum", layout.dims(), self.dim)?;
+        let out = crate::cuda::scan(
+            "cumsum",
+            storage,
+            layout,
+            dims,
+            self.exclusive,
+            self.reverse,
+        )?;
+        Ok((out, layout.shape().clone()))
+    }
+
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         // d/dx_k Σ_{j≥k} (or j>k) g_j: the same scan run the other way.
         let reversed = CumSum {
@@ -210,6 +228,17 @@ impl CustomOp1 for CumProd {
         Ok((out, layout.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dims = split_dims("cumprod", layout.dims(), self.dim)?;
+        let out = crate::cuda::scan("cumprod", storage, layout, dims, self.exclusive, false)?;
+        Ok((out, layout.shape().clone()))
+    }
+
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let backward = CumProdBackward {
             dim: self.dim,
@@ -228,6 +257,20 @@ struct CumProdBackward {
     exclusive: bool,
 }
 
+impl CumProdBackward {
+    /// `[outer, len, inner]` of the operands, which must share a shape.
+    fn dims(&self, x_layout: &Layout, g_layout: &Layout) -> Result<(usize, usize, usize)> {
+        if x_layout.shape() != g_layout.shape() {
+            bail!(
+                "cumprod-backward: gradient shape {:?} differs from input shape {:?}",
+                g_layout.shape(),
+                x_layout.shape()
+            );
+        }
+        split_dims("cumprod-backward", x_layout.dims(), self.dim)
+    }
+}
+
 impl CustomOp2 for CumProdBackward {
     fn name(&self) -> &'static str {
         "cumprod-backward"
@@ -240,19 +283,26 @@ impl CustomOp2 for CumProdBackward {
         g: &CpuStorage,
         g_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        if x_layout.shape() != g_layout.shape() {
-            bail!(
-                "cumprod-backward: gradient shape {:?} differs from input shape {:?}",
-                g_layout.shape(),
-                x_layout.shape()
-            );
-        }
-        let dims = split_dims("cumprod-backward", x_layout.dims(), self.dim)?;
+        let dims = self.dims(x_layout, g_layout)?;
         let out = with_float_slices!(
             "cumprod-backward",
             [(xs, x, x_layout), (gs, g, g_layout)],
             cumprod_backward_kernel(xs, gs, dims, self.exclusive)
         );
+        Ok((out, x_layout.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        x_layout: &Layout,
+        g: &candle_core::CudaStorage,
+        g_layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dims = self.dims(x_layout, g_layout)?;
+        let out =
+            crate::cuda::cumprod_backward((x, x_layout), (g, g_layout), dims, self.exclusive)?;
         Ok((out, x_layout.shape().clone()))
     }
 }

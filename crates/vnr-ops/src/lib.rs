@@ -3,6 +3,8 @@
 
 pub mod conformance;
 pub mod conv;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod cumulative;
 pub mod embedding;
 pub mod gradcheck;

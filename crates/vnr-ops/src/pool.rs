@@ -153,6 +153,11 @@ fn pool(
     }
     let (lead, spatial) = dims.split_at(dims.len() - 3);
     let input = [spatial[0], spatial[1], spatial[2]];
+    // As PyTorch: padding could make an empty axis's output non-empty, but its windows would hold
+    // no voxel at all.
+    if input.contains(&0) {
+        candle_core::bail!("{op}: input spatial dims {input:?} must be positive");
+    }
     let mut output = [0; 3];
     for a in 0..3 {
         let (k, s, pad) = (p.kernel[a], p.stride[a], p.padding[a]);
@@ -557,6 +562,18 @@ impl CustomOp1 for MaxPool {
         Ok((out, with_spatial(l.dims(), g.output)))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = &self.geometry;
+        check_layout(self.name(), l, g.planes, g.input)?;
+        let out = crate::cuda::max_pool_forward(s, l, g)?;
+        Ok((out, with_spatial(l.dims(), g.output)))
+    }
+
     fn bwd(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(x.apply_op3_no_bwd(
             y,
@@ -571,6 +588,16 @@ impl CustomOp1 for MaxPool {
 /// `(x, y, dy) → dx` of max pooling.
 struct MaxPoolBackward {
     geometry: PoolGeometry,
+}
+
+impl MaxPoolBackward {
+    /// Checks that `x` holds the input and `y`, `dy` the output volumes.
+    fn check_layouts(&self, x: &Layout, y: &Layout, dy: &Layout) -> Result<()> {
+        let (g, name) = (&self.geometry, self.name());
+        check_layout(name, x, g.planes, g.input)?;
+        check_layout(name, y, g.planes, g.output)?;
+        check_layout(name, dy, g.planes, g.output)
+    }
 }
 
 impl CustomOp3 for MaxPoolBackward {
@@ -588,9 +615,7 @@ impl CustomOp3 for MaxPoolBackward {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (g, name) = (&self.geometry, self.name());
-        check_layout(name, l1, g.planes, g.input)?;
-        check_layout(name, l2, g.planes, g.output)?;
-        check_layout(name, l3, g.planes, g.output)?;
+        self.check_layouts(l1, l2, l3)?;
         let out = match (s1, s2, s3) {
             (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(dy)) => {
                 CpuStorage::F32(max_pool_backward(
@@ -612,6 +637,21 @@ impl CustomOp3 for MaxPoolBackward {
         };
         Ok((out, l1.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        self.check_layouts(l1, l2, l3)?;
+        let out = crate::cuda::max_pool_backward((s1, l1), (s2, l2), (s3, l3), &self.geometry)?;
+        Ok((out, l1.shape().clone()))
+    }
 }
 
 /// Average pooling forward (`backward: false`) or its adjoint; each is the other's backward.
@@ -620,6 +660,20 @@ struct AvgPool {
     geometry: PoolGeometry,
     count_include_pad: bool,
     backward: bool,
+}
+
+impl AvgPool {
+    /// Checks that `l` holds this pass's source volumes and returns the result shape.
+    fn result_shape(&self, l: &Layout) -> Result<Shape> {
+        let g = &self.geometry;
+        let (from, to) = if self.backward {
+            (g.output, g.input)
+        } else {
+            (g.input, g.output)
+        };
+        check_layout(self.name(), l, g.planes, from)?;
+        Ok(with_spatial(l.dims(), to))
+    }
 }
 
 impl CustomOp1 for AvgPool {
@@ -633,12 +687,7 @@ impl CustomOp1 for AvgPool {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (g, inc) = (&self.geometry, self.count_include_pad);
-        let (from, to) = if self.backward {
-            (g.output, g.input)
-        } else {
-            (g.input, g.output)
-        };
-        check_layout(self.name(), l, g.planes, from)?;
+        let shape = self.result_shape(l)?;
         let out = if self.backward {
             dispatch1(
                 self.name(),
@@ -656,7 +705,19 @@ impl CustomOp1 for AvgPool {
                 |v| avg_pool_forward(g, v, inc),
             )?
         };
-        Ok((out, with_spatial(l.dims(), to)))
+        Ok((out, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let shape = self.result_shape(l)?;
+        let out =
+            crate::cuda::avg_pool(s, l, &self.geometry, self.count_include_pad, self.backward)?;
+        Ok((out, shape))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {

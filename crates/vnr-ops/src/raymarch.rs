@@ -62,6 +62,48 @@ fn ray_dims(densities: &[usize], features: &[usize]) -> Result<RayDims> {
     })
 }
 
+/// Checks the forward operands and returns their ray dims with the result shape `[..., F + 1]`.
+fn forward_shape(densities: &Layout, features: &Layout) -> Result<(RayDims, Shape)> {
+    let dims = ray_dims(densities.dims(), features.dims())?;
+    let mut out_dims = features.dims().to_vec();
+    out_dims.pop();
+    out_dims.pop();
+    out_dims.push(dims.features + 1);
+    Ok((dims, Shape::from(out_dims)))
+}
+
+/// Checks the backward operands and returns their ray dims with the gradient shape
+/// `[..., P, F + 1]`.
+fn backward_shape(
+    densities: &Layout,
+    features: &Layout,
+    grad_out: &Layout,
+) -> Result<(RayDims, Shape)> {
+    let dims = ray_dims(densities.dims(), features.dims())?;
+    if grad_out.shape().elem_count() != dims.rays * (dims.features + 1) {
+        bail!(
+            "ea_raymarch-backward: gradient shape {:?} does not match the output",
+            grad_out.shape()
+        );
+    }
+    let mut out_dims = features.dims().to_vec();
+    out_dims.pop();
+    out_dims.push(dims.features + 1);
+    Ok((dims, Shape::from(out_dims)))
+}
+
+/// The kernel launch parameters of one CUDA ray-marching call.
+#[cfg(feature = "cuda")]
+fn cuda_launch(dims: RayDims, p: &EaRaymarchParams) -> crate::cuda::RaymarchLaunch {
+    crate::cuda::RaymarchLaunch {
+        rays: dims.rays,
+        points: dims.points,
+        features: dims.features,
+        shift: p.surface_thickness,
+        eps: p.eps,
+    }
+}
+
 /// Fails unless every density lies in [0, 1] (NaN included).
 fn check_density_bounds<T: WithDType>(densities: &[T]) -> Result<()> {
     let (zero, one) = (T::zero(), T::one());
@@ -221,16 +263,25 @@ impl CustomOp2 for EaRaymarch {
         fs: &CpuStorage,
         fl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dims = ray_dims(dl.dims(), fl.dims())?;
-        let mut out_dims = fl.dims().to_vec();
-        out_dims.pop();
-        out_dims.pop();
-        out_dims.push(dims.features + 1);
+        let (dims, shape) = forward_shape(dl, fl)?;
         let out = with_float_slices!("ea_raymarch", [(d, ds, dl), (f, fs, fl)], {
             check_density_bounds(d)?;
             forward_kernel(d, f, dims, &self.0)
         });
-        Ok((out, Shape::from(out_dims)))
+        Ok((out, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ds: &candle_core::CudaStorage,
+        dl: &Layout,
+        fs: &candle_core::CudaStorage,
+        fl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (dims, shape) = forward_shape(dl, fl)?;
+        let out = crate::cuda::ea_raymarch_forward((ds, dl), (fs, fl), cuda_launch(dims, &self.0))?;
+        Ok((out, shape))
     }
 
     fn bwd(
@@ -269,23 +320,33 @@ impl CustomOp3 for EaRaymarchBackward {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        const OP: &str = "ea_raymarch-backward";
-        let dims = ray_dims(dl.dims(), fl.dims())?;
-        if gl.shape().elem_count() != dims.rays * (dims.features + 1) {
-            bail!(
-                "{OP}: gradient shape {:?} does not match the output",
-                gl.shape()
-            );
-        }
-        let mut out_dims = fl.dims().to_vec();
-        out_dims.pop();
-        out_dims.push(dims.features + 1);
+        let (dims, shape) = backward_shape(dl, fl, gl)?;
         let out = with_float_slices!(
-            OP,
+            "ea_raymarch-backward",
             [(d, ds, dl), (f, fs, fl), (g, gs, gl)],
             backward_kernel(d, f, g, dims, &self.0)
         );
-        Ok((out, Shape::from(out_dims)))
+        Ok((out, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ds: &candle_core::CudaStorage,
+        dl: &Layout,
+        fs: &candle_core::CudaStorage,
+        fl: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (dims, shape) = backward_shape(dl, fl, gl)?;
+        let out = crate::cuda::ea_raymarch_backward(
+            (ds, dl),
+            (fs, fl),
+            (gs, gl),
+            cuda_launch(dims, &self.0),
+        )?;
+        Ok((out, shape))
     }
 }
 

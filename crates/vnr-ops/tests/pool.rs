@@ -235,3 +235,15 @@ fn bad_pooling_parameters_are_errors() -> Result<()> {
     assert!(avg_pool3d(&x, &Pool3dParams::cubic(0, 1, 0)).is_err());
     Ok(())
 }
+
+#[test]
+fn empty_spatial_axis_is_an_error_even_with_padding() -> Result<()> {
+    // Padding would make the output non-empty, with windows holding no voxel: PyTorch refuses.
+    let x = Tensor::zeros((1, 2, 0, 3, 3), DType::F32, &Device::Cpu)?;
+    let p = Pool3dParams::cubic(2, 1, 1);
+    for result in [max_pool3d(&x, &p), avg_pool3d(&x, &p)] {
+        let message = result.expect_err("empty axis").to_string();
+        assert!(message.contains("must be positive"), "{message}");
+    }
+    Ok(())
+}
