@@ -6,20 +6,9 @@ sum(y * r), timed on the CPU with the same thread count.
 Prints one line per case: name, median and minimum milliseconds.
 """
 
-import argparse
-import statistics
-import time
-
-import torch
 import torch.nn.functional as F
 
-
-def filled(shape):
-    n = 1
-    for s in shape:
-        n *= s
-    i = torch.arange(n, dtype=torch.int64)
-    return (((i * 7919) % 2001).to(torch.float32) / 1000.0 - 1.0).reshape(shape)
+from torch_peer import filled, parse_args, time_backward
 
 
 def conv(input_shape, weight_shape, stride, pad):
@@ -44,29 +33,14 @@ CASES = {
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("filter", nargs="?", default="")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=10)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args()
     for name, (x_shape, w_shape, run) in CASES.items():
         if args.filter not in name:
             continue
         x = filled(x_shape).requires_grad_()
         w = (filled(w_shape) * 0.05).requires_grad_() if w_shape else None
-        with torch.no_grad():
-            r = filled(list(run(x, w).shape))
-        times = []
-        for i in range(args.repeat + 1):
-            x.grad = None
-            if w is not None:
-                w.grad = None
-            start = time.perf_counter()
-            (run(x, w) * r).sum().backward()
-            if i > 0:  # the first run warms up allocators and kernels
-                times.append((time.perf_counter() - start) * 1e3)
-        print(f"{name:32s} median {statistics.median(times):9.2f} ms   min {min(times):9.2f} ms")
+        inputs = [x] if w is None else [x, w]
+        time_backward(name, lambda: run(x, w), inputs, args.repeat)
 
 
 if __name__ == "__main__":

@@ -7,20 +7,9 @@ same thread count.
 Prints one line per case: name, median and minimum milliseconds.
 """
 
-import argparse
-import statistics
-import time
-
-import torch
 import torch.nn.functional as F
 
-
-def filled(shape, scale=1.0):
-    n = 1
-    for s in shape:
-        n *= s
-    i = torch.arange(n, dtype=torch.int64)
-    return ((((i * 7919) % 2001).to(torch.float32) / 1000.0 - 1.0) * scale).reshape(shape)
+from torch_peer import filled, parse_args, time_backward
 
 
 # name: (input shape, grid shape, mode, padding_mode, align_corners)
@@ -33,12 +22,7 @@ CASES = {
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("filter", nargs="?", default="")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeat", type=int, default=10)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_args()
     for name, (x_shape, g_shape, mode, padding, align) in CASES.items():
         if args.filter not in name:
             continue
@@ -48,17 +32,7 @@ def main():
         def run():
             return F.grid_sample(x, g, mode=mode, padding_mode=padding, align_corners=align)
 
-        with torch.no_grad():
-            r = filled(list(run().shape))
-        times = []
-        for i in range(args.repeat + 1):
-            x.grad = None
-            g.grad = None
-            start = time.perf_counter()
-            (run() * r).sum().backward()
-            if i > 0:  # the first run warms up allocators
-                times.append((time.perf_counter() - start) * 1e3)
-        print(f"{name:32s} median {statistics.median(times):9.2f} ms   min {min(times):9.2f} ms")
+        time_backward(name, run, [x, g], args.repeat)
 
 
 if __name__ == "__main__":
