@@ -1,0 +1,22 @@
+//! Geometry for shape learning: triangle BVH, signed distance with a sign that survives holes,
+//! DeepSDF's sampling, a voxeliser, marching cubes and the metrics DeepSDF is evaluated with.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`bvh`] | a binned-SAH BVH over triangles: closest point, distance and ray queries, batched |
+//! | [`winding`] | generalised winding numbers, exact and with a fast hierarchical approximation |
+//! | [`signed_distance`] | signed distance to a mesh (winding-number sign, or DeepSDF's virtual-scan votes) |
+//! | [`normalize`] | DeepSDF's unit-sphere normalisation and its inverse |
+//! | [`deepsdf_samples`] | DeepSDF's SDF samples (`pos`/`neg` `.npz`) for one mesh or a directory |
+//! | [`voxelize`] | mesh → surface or solid occupancy, written as binvox or VDB |
+//! | [`marching_cubes`] | watertight marching cubes on dense grids and sparse VDB level sets |
+//! | [`metrics`] | chamfer distance as DeepSDF evaluates it, Hausdorff, normal consistency |
+
+pub mod bvh;
+pub mod deepsdf_samples;
+pub mod marching_cubes;
+pub mod metrics;
+pub mod normalize;
+pub mod signed_distance;
+pub mod voxelize;
+pub mod winding;

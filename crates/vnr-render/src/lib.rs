@@ -1,0 +1,29 @@
+//! Differentiable volume rendering for candle, and a reference ray caster.
+//!
+//! The pieces follow PyTorch3D's and nerfstudio's split by role, each usable alone:
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`cameras`] | perspective and orthographic cameras, `look_at`, PyTorch3D ⇄ OpenCV conventions |
+//! | [`rays`] | [`rays::RayBundle`]: origins, directions, sample depths and pixel coordinates |
+//! | [`samplers`] | ray samplers: NDC/multinomial grid, Monte Carlo, stratified jitter, ray–box near/far |
+//! | [`field`] | the [`field::Field`] trait: points (and directions) → densities and features |
+//! | [`volumes`] | batched dense `Volumes` with PyTorch3D's world ⇄ local coordinates |
+//! | [`splat`] | point clouds splatted into volumes (trilinear and nearest) |
+//! | [`raymarchers`] | emission-absorption, NeRF (σ with step lengths) and absorption-only marchers |
+//! | [`renderer`] | the volume/implicit renderer: any field, any marcher, chunked over rays |
+//! | [`plenoxels`] | svox2 Plenoxel grids: checkpoints, spherical harmonics, sparse trilinear rendering |
+//! | [`reference`] | the deterministic ray caster that renders ground-truth images for datasets |
+//! | [`rendernet`] | RenderNet's camera pose and its voxel-to-camera resampling |
+
+pub mod cameras;
+pub mod field;
+pub mod plenoxels;
+pub mod raymarchers;
+pub mod rays;
+pub mod reference;
+pub mod renderer;
+pub mod rendernet;
+pub mod samplers;
+pub mod splat;
+pub mod volumes;
