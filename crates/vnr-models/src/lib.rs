@@ -1,0 +1,1 @@
+//! Neural renderers and shape models (being written).
