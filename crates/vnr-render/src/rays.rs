@@ -28,7 +28,9 @@ impl RayBundle {
         let check = |name: &str, t: &Tensor, last: Option<usize>| -> Result<()> {
             let dims = t.dims();
             let ok = match (dims.split_last(), &batch) {
-                (Some((&l, b)), Some(batch)) => b == batch.as_slice() && last.is_none_or(|want| want == l),
+                (Some((&l, b)), Some(batch)) => {
+                    b == batch.as_slice() && last.is_none_or(|want| want == l)
+                }
                 _ => false,
             };
             if ok {
@@ -44,7 +46,12 @@ impl RayBundle {
         check("directions", &directions, Some(3))?;
         check("lengths", &lengths, None)?;
         check("xys", &xys, Some(2))?;
-        Ok(Self { origins, directions, lengths, xys })
+        Ok(Self {
+            origins,
+            directions,
+            lengths,
+            xys,
+        })
     }
 
     /// The batch shape `...` shared by all rays.
