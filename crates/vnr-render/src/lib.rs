@@ -13,7 +13,7 @@
 //! | [`raymarchers`] | emission-absorption, NeRF (σ with step lengths) and absorption-only marchers |
 //! | [`renderer`] | the volume/implicit renderer: any field, any marcher, chunked over rays |
 //! | [`plenoxels`] | svox2 Plenoxel grids: checkpoints, spherical harmonics, sparse trilinear rendering |
-//! | [`reference`] | the deterministic ray caster that renders ground-truth images for datasets |
+//! | [`mod@reference`] | the deterministic ray caster that renders ground-truth images for datasets |
 //! | [`rendernet`] | RenderNet's camera pose and its voxel-to-camera resampling |
 
 pub mod cameras;
