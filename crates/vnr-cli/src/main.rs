@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 
 mod convert;
 mod dense;
+mod eval;
 mod info;
+mod model;
+mod render;
+mod sdf;
 mod vdb;
 
 /// vnr: voxel neural rendering.
@@ -34,12 +38,25 @@ enum Command {
     },
     /// Convert between binvox, VDB, dense npy/npz, and mesh formats.
     Convert(convert::ConvertArgs),
+    /// Surface metrics between meshes (DeepSDF's chamfer, Hausdorff, normal consistency).
+    Eval(eval::EvalArgs),
+    /// Describe the neural models (layers, shapes, parameter counts).
+    Model(model::ModelArgs),
+    /// Render a grid, VDB, binvox or analytic SDF with the reference ray caster (PNG, depth
+    /// .npy, or a turntable GIF).
+    Render(render::RenderArgs),
+    /// Signed distances from meshes (DeepSDF training samples).
+    Sdf(sdf::SdfArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info { files, json } => info::run(&files, json),
         Command::Convert(args) => convert::run(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Model(args) => model::run(&args),
+        Command::Render(args) => render::run(&args),
+        Command::Sdf(args) => sdf::run(&args),
     }
 }
 

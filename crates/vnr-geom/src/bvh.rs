@@ -1,1 +1,781 @@
-//! (being written)
+//! A bounding volume hierarchy over a triangle mesh: closest-point and ray queries.
+//!
+//! Built top-down with a binned surface-area heuristic (16 bins per split, leaves of at most
+//! [`MAX_LEAF_TRIANGLES`] triangles); large subtrees are built in parallel with rayon. Nodes live
+//! in one flat depth-first array (a node's left child directly follows it), and the triangles'
+//! corners are copied in leaf order, so a traversal reads memory mostly front to back.
+//!
+//! Per-triangle arithmetic is done in `f64`: closest points stay exact to `f32` rounding even
+//! for long thin triangles, and degenerate triangles (zero area, repeated corners) are treated
+//! as segments or points, so no query ever produces NaN.
+
+use rayon::prelude::*;
+use vnr_formats::mesh::{MeshError, TriangleMesh};
+
+/// The most triangles a leaf holds.
+pub const MAX_LEAF_TRIANGLES: usize = 4;
+
+/// Split candidates per axis of the binned SAH.
+const SAH_BINS: usize = 16;
+
+/// Cost of visiting a node relative to one triangle test, for the SAH.
+const TRAVERSAL_COST: f32 = 1.0;
+
+/// Subtrees with more triangles than this are built on another rayon task.
+const PARALLEL_BUILD_MIN: usize = 8192;
+
+/// Below this depth the SAH picks splits; deeper (only for adversarial inputs, where the SAH
+/// peels off a few triangles per level) the builder halves by object median, so the depth and
+/// the builder's recursion stay logarithmic.
+const SAH_MAX_DEPTH: usize = 48;
+
+/// Errors from building geometry structures on a mesh.
+#[derive(Debug, thiserror::Error)]
+pub enum GeometryError {
+    /// The mesh breaks the [`TriangleMesh`] invariants (an index out of range, a NaN vertex).
+    #[error("invalid mesh: {0}")]
+    InvalidMesh(#[from] MeshError),
+    /// The mesh has no triangles.
+    #[error("the mesh has no triangles")]
+    EmptyMesh,
+    /// More triangles than the `u32` triangle ids can address.
+    #[error("{0} triangles exceed the u32 triangle ids")]
+    TooManyTriangles(usize),
+}
+
+/// An axis-aligned box.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aabb {
+    /// Smallest corner.
+    pub min: [f32; 3],
+    /// Largest corner.
+    pub max: [f32; 3],
+}
+
+impl Aabb {
+    /// The empty box (grows from nothing under [`Aabb::grow`]).
+    pub const EMPTY: Aabb = Aabb {
+        min: [f32::INFINITY; 3],
+        max: [f32::NEG_INFINITY; 3],
+    };
+
+    /// Extends the box to hold `p`.
+    pub fn grow(&mut self, p: [f32; 3]) {
+        self.union(&Aabb { min: p, max: p });
+    }
+
+    /// Extends the box to hold `other`.
+    pub fn union(&mut self, other: &Aabb) {
+        for k in 0..3 {
+            self.min[k] = self.min[k].min(other.min[k]);
+            self.max[k] = self.max[k].max(other.max[k]);
+        }
+    }
+
+    /// Half the surface area (the SAH only compares areas); 0 for an empty box.
+    fn half_area(&self) -> f32 {
+        let d: [f32; 3] = std::array::from_fn(|k| (self.max[k] - self.min[k]).max(0.0));
+        d[0] * d[1] + d[1] * d[2] + d[2] * d[0]
+    }
+
+    /// Squared distance from `p` to the box (0 inside).
+    pub fn distance_squared(&self, p: [f32; 3]) -> f32 {
+        (0..3)
+            .map(|k| {
+                let d = (self.min[k] - p[k]).max(p[k] - self.max[k]).max(0.0);
+                d * d
+            })
+            .sum()
+    }
+
+    /// Centre of the box.
+    pub fn centre(&self) -> [f32; 3] {
+        std::array::from_fn(|k| 0.5 * (self.min[k] + self.max[k]))
+    }
+
+    /// The ray's parameter interval inside the box, clipped to `[0, t_max]`, if not empty.
+    fn ray_interval(&self, origin: [f32; 3], inv_dir: [f32; 3], t_max: f32) -> Option<f32> {
+        let mut near = 0.0f32;
+        let mut far = t_max;
+        for k in 0..3 {
+            let t0 = (self.min[k] - origin[k]) * inv_dir[k];
+            let t1 = (self.max[k] - origin[k]) * inv_dir[k];
+            // `min`/`max` drop a NaN operand (0 · ∞ when the origin lies on a slab plane of a
+            // zero direction component), which treats that slab as not limiting.
+            near = near.max(t0.min(t1));
+            far = far.min(t0.max(t1));
+        }
+        (near <= far).then_some(near)
+    }
+}
+
+/// One node of the flat array (32 bytes).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Node {
+    pub(crate) bounds: Aabb,
+    /// Leaf: index of the first triangle in leaf order. Interior: index of the right child
+    /// (the left child is the next node).
+    pub(crate) index: u32,
+    /// Leaf: number of triangles (≥ 1). Interior: 0.
+    pub(crate) count: u32,
+}
+
+impl Node {
+    pub(crate) fn is_leaf(&self) -> bool {
+        self.count > 0
+    }
+
+    /// Range of this leaf's triangles in leaf order.
+    pub(crate) fn triangle_range(&self) -> std::ops::Range<usize> {
+        self.index as usize..self.index as usize + self.count as usize
+    }
+}
+
+/// The closest point of the mesh to a query point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClosestPoint {
+    /// The closest point on the surface.
+    pub point: [f32; 3],
+    /// Id of the triangle holding it (index into the mesh's `triangles`).
+    pub triangle: u32,
+    /// Barycentric coordinates of `point` on that triangle (weights of corners 0, 1, 2).
+    pub barycentric: [f32; 3],
+    /// Squared distance from the query to `point`.
+    pub distance_squared: f32,
+}
+
+/// A ray `origin + t·direction`, `t ≥ 0`; `direction` need not be unit length (then `t` is in
+/// units of its length).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ray {
+    /// Start point.
+    pub origin: [f32; 3],
+    /// Direction.
+    pub direction: [f32; 3],
+}
+
+/// Where a ray meets a triangle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RayHit {
+    /// Ray parameter of the hit.
+    pub t: f32,
+    /// Id of the triangle hit (index into the mesh's `triangles`).
+    pub triangle: u32,
+    /// Barycentric coordinates of the hit on that triangle.
+    pub barycentric: [f32; 3],
+}
+
+/// A binned-SAH bounding volume hierarchy over a mesh's triangles.
+#[derive(Debug, Clone)]
+pub struct Bvh {
+    pub(crate) nodes: Vec<Node>,
+    /// Corners of each triangle, in leaf order.
+    pub(crate) corners: Vec<[[f32; 3]; 3]>,
+    /// Mesh triangle id of each triangle, in leaf order.
+    pub(crate) ids: Vec<u32>,
+}
+
+/// Per-triangle data while building.
+#[derive(Clone, Copy)]
+struct BuildTriangle {
+    bounds: Aabb,
+    centroid: [f32; 3],
+    id: u32,
+}
+
+impl Bvh {
+    /// Builds the hierarchy over every triangle of `mesh` (degenerate ones included: they are
+    /// valid closest-point targets).
+    pub fn new(mesh: &TriangleMesh) -> Result<Self, GeometryError> {
+        mesh.validate()?;
+        if mesh.triangles.is_empty() {
+            return Err(GeometryError::EmptyMesh);
+        }
+        if u32::try_from(mesh.triangles.len()).is_err() {
+            return Err(GeometryError::TooManyTriangles(mesh.triangles.len()));
+        }
+        let corners_of = |t: &[u32; 3]| t.map(|i| mesh.positions[i as usize]);
+        let mut items: Vec<BuildTriangle> = mesh
+            .triangles
+            .par_iter()
+            .enumerate()
+            .map(|(id, t)| {
+                let mut bounds = Aabb::EMPTY;
+                for p in corners_of(t) {
+                    bounds.grow(p);
+                }
+                BuildTriangle {
+                    bounds,
+                    centroid: bounds.centre(),
+                    id: id as u32,
+                }
+            })
+            .collect();
+        let nodes = build(&mut items, 0, 0);
+        let ids: Vec<u32> = items.iter().map(|t| t.id).collect();
+        let corners = ids
+            .iter()
+            .map(|&id| corners_of(&mesh.triangles[id as usize]))
+            .collect();
+        Ok(Self {
+            nodes,
+            corners,
+            ids,
+        })
+    }
+
+    /// Number of triangles.
+    pub fn triangle_count(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Bounds of the whole mesh.
+    pub fn bounds(&self) -> Aabb {
+        self.nodes[0].bounds
+    }
+
+    /// The closest surface point to `p` no farther than `max_distance` (use `f32::INFINITY` for
+    /// no cutoff); `None` when every triangle is farther.
+    pub fn closest_point(&self, p: [f32; 3], max_distance: f32) -> Option<ClosestPoint> {
+        self.closest_point_with_stack(p, max_distance, &mut Vec::new())
+    }
+
+    /// [`Bvh::closest_point`] for many points, in parallel.
+    pub fn closest_points(
+        &self,
+        points: &[[f32; 3]],
+        max_distance: f32,
+    ) -> Vec<Option<ClosestPoint>> {
+        points
+            .par_iter()
+            .map_init(Vec::new, |stack, &p| {
+                self.closest_point_with_stack(p, max_distance, stack)
+            })
+            .collect()
+    }
+
+    /// Distance from `p` to the surface (no cutoff).
+    pub fn distance(&self, p: [f32; 3]) -> f32 {
+        self.closest_point(p, f32::INFINITY)
+            .map_or(f32::INFINITY, |c| c.distance_squared.sqrt())
+    }
+
+    pub(crate) fn closest_point_with_stack(
+        &self,
+        p: [f32; 3],
+        max_distance: f32,
+        stack: &mut Vec<(u32, f32)>,
+    ) -> Option<ClosestPoint> {
+        if p.iter().any(|c| !c.is_finite()) || max_distance.is_nan() {
+            return None;
+        }
+        let pd = p.map(f64::from);
+        let mut best_d2 = if max_distance.is_finite() {
+            f64::from(max_distance) * f64::from(max_distance)
+        } else {
+            f64::INFINITY
+        };
+        let mut best: Option<(usize, [f64; 3], [f64; 3])> = None;
+        // The stack holds nodes with their box distance, so a node pushed before the best
+        // shrank is dropped on pop without recomputing its box distance.
+        stack.clear();
+        let root = self.nodes[0].bounds.distance_squared(p);
+        if f64::from(root) <= best_d2 {
+            stack.push((0, root));
+        }
+        while let Some((i, box_d2)) = stack.pop() {
+            // The box distance is in f32 and may round up past an f64 best by an ulp, so compare
+            // with a little slack rather than skip a box that could hold the exact winner.
+            if f64::from(box_d2) > best_d2 * (1.0 + 1e-6) {
+                continue;
+            }
+            let node = &self.nodes[i as usize];
+            if node.is_leaf() {
+                for t in node.triangle_range() {
+                    let corners = &self.corners[t];
+                    // The triangle's own box is a cheap f32 lower bound that skips most exact
+                    // tests in a leaf.
+                    let mut bounds = Aabb::EMPTY;
+                    corners.iter().for_each(|&c| bounds.grow(c));
+                    if f64::from(bounds.distance_squared(p)) > best_d2 * (1.0 + 1e-6) {
+                        continue;
+                    }
+                    let (q, bary) = closest_on_triangle(pd, corners);
+                    let d2 = dist2(pd, q);
+                    if d2 <= best_d2 {
+                        best_d2 = d2;
+                        best = Some((t, q, bary));
+                    }
+                }
+            } else {
+                let left = i + 1;
+                let right = node.index;
+                let dl = self.nodes[left as usize].bounds.distance_squared(p);
+                let dr = self.nodes[right as usize].bounds.distance_squared(p);
+                let limit = best_d2 * (1.0 + 1e-6);
+                // Push the farther child first so the nearer one is searched first.
+                let (near, far) = if dl <= dr {
+                    ((left, dl), (right, dr))
+                } else {
+                    ((right, dr), (left, dl))
+                };
+                if f64::from(far.1) <= limit {
+                    stack.push(far);
+                }
+                if f64::from(near.1) <= limit {
+                    stack.push(near);
+                }
+            }
+        }
+        best.map(|(t, q, bary)| ClosestPoint {
+            point: q.map(|c| c as f32),
+            triangle: self.ids[t],
+            barycentric: bary.map(|c| c as f32),
+            distance_squared: best_d2 as f32,
+        })
+    }
+
+    /// The nearest hit of `ray` with `0 ≤ t ≤ t_max`.
+    pub fn intersect(&self, ray: &Ray, t_max: f32) -> Option<RayHit> {
+        self.traverse_ray(ray, t_max, false, &mut Vec::new())
+    }
+
+    /// Whether `ray` hits anything with `0 ≤ t ≤ t_max` (stops at the first hit found).
+    pub fn occluded(&self, ray: &Ray, t_max: f32) -> bool {
+        self.traverse_ray(ray, t_max, true, &mut Vec::new())
+            .is_some()
+    }
+
+    /// [`Bvh::intersect`] for many rays, in parallel.
+    pub fn intersect_all(&self, rays: &[Ray], t_max: f32) -> Vec<Option<RayHit>> {
+        rays.par_iter()
+            .map_init(Vec::new, |stack, ray| {
+                self.traverse_ray(ray, t_max, false, stack)
+            })
+            .collect()
+    }
+
+    /// [`Bvh::occluded`] for many rays, in parallel.
+    pub fn occluded_all(&self, rays: &[Ray], t_max: f32) -> Vec<bool> {
+        rays.par_iter()
+            .map_init(Vec::new, |stack, ray| {
+                self.traverse_ray(ray, t_max, true, stack).is_some()
+            })
+            .collect()
+    }
+
+    pub(crate) fn first_hit_with_stack(
+        &self,
+        ray: &Ray,
+        t_max: f32,
+        stack: &mut Vec<u32>,
+    ) -> Option<RayHit> {
+        self.traverse_ray(ray, t_max, false, stack)
+    }
+
+    fn traverse_ray(
+        &self,
+        ray: &Ray,
+        t_max: f32,
+        any_hit: bool,
+        stack: &mut Vec<u32>,
+    ) -> Option<RayHit> {
+        let finite = |v: [f32; 3]| v.iter().all(|c| c.is_finite());
+        if !finite(ray.origin)
+            || !finite(ray.direction)
+            || ray.direction == [0.0; 3]
+            || t_max.is_nan()
+            || t_max < 0.0
+        {
+            return None;
+        }
+        let inv_dir = ray.direction.map(|d| 1.0 / d);
+        let origin = ray.origin.map(f64::from);
+        let direction = ray.direction.map(f64::from);
+        let mut best_t = f64::from(t_max);
+        let mut best: Option<RayHit> = None;
+        stack.clear();
+        stack.push(0);
+        while let Some(i) = stack.pop() {
+            let node = &self.nodes[i as usize];
+            let Some(entry) = node.bounds.ray_interval(ray.origin, inv_dir, best_t as f32) else {
+                continue;
+            };
+            if f64::from(entry) > best_t {
+                continue;
+            }
+            if node.is_leaf() {
+                for t in node.triangle_range() {
+                    if let Some((hit_t, bary)) =
+                        intersect_triangle(origin, direction, &self.corners[t])
+                    {
+                        if hit_t <= best_t {
+                            best_t = hit_t;
+                            best = Some(RayHit {
+                                t: hit_t as f32,
+                                triangle: self.ids[t],
+                                barycentric: bary.map(|c| c as f32),
+                            });
+                            if any_hit {
+                                return best;
+                            }
+                        }
+                    }
+                }
+            } else {
+                // Visit the child on the ray's near side first along the split's main axis.
+                let left = i + 1;
+                let right = node.index;
+                let lc = self.nodes[left as usize].bounds.centre();
+                let rc = self.nodes[right as usize].bounds.centre();
+                let towards: f32 = (0..3).map(|k| (rc[k] - lc[k]) * ray.direction[k]).sum();
+                if towards >= 0.0 {
+                    stack.push(right);
+                    stack.push(left);
+                } else {
+                    stack.push(left);
+                    stack.push(right);
+                }
+            }
+        }
+        best
+    }
+}
+
+/// Builds the subtree over `items` (which sit at `offset` in the leaf order), returning its
+/// nodes with indices relative to the subtree's first node.
+fn build(items: &mut [BuildTriangle], offset: usize, depth: usize) -> Vec<Node> {
+    let mut bounds = Aabb::EMPTY;
+    let mut centroid_bounds = Aabb::EMPTY;
+    for t in items.iter() {
+        bounds.union(&t.bounds);
+        centroid_bounds.grow(t.centroid);
+    }
+    let n = items.len();
+    let leaf = |bounds| {
+        vec![Node {
+            bounds,
+            index: offset as u32,
+            count: n as u32,
+        }]
+    };
+    if n <= 1 {
+        return leaf(bounds);
+    }
+    let mid = match choose_split(items, &bounds, &centroid_bounds, depth) {
+        Split::Leaf => return leaf(bounds),
+        Split::At(mid) => mid,
+    };
+    let (left_items, right_items) = items.split_at_mut(mid);
+    let (left, right) = if n > PARALLEL_BUILD_MIN {
+        rayon::join(
+            || build(left_items, offset, depth + 1),
+            || build(right_items, offset + mid, depth + 1),
+        )
+    } else {
+        (
+            build(left_items, offset, depth + 1),
+            build(right_items, offset + mid, depth + 1),
+        )
+    };
+    let right_start = 1 + left.len();
+    let mut nodes = Vec::with_capacity(right_start + right.len());
+    nodes.push(Node {
+        bounds,
+        index: right_start as u32,
+        count: 0,
+    });
+    nodes.extend(left.into_iter().map(|node| relocate(node, 1)));
+    nodes.extend(right.into_iter().map(|node| relocate(node, right_start)));
+    nodes
+}
+
+/// Moves a subtree node by `by` positions (interior nodes hold a node index; leaves a triangle
+/// index, which does not move).
+fn relocate(mut node: Node, by: usize) -> Node {
+    if !node.is_leaf() {
+        node.index += by as u32;
+    }
+    node
+}
+
+enum Split {
+    Leaf,
+    /// Split after the first `usize` items (which have been partitioned).
+    At(usize),
+}
+
+/// Picks and applies a split of `items`: binned SAH on the axis of largest centroid extent;
+/// a leaf when that is cheaper and small enough; a median split when the SAH cannot separate
+/// the centroids or the tree is already deep.
+fn choose_split(
+    items: &mut [BuildTriangle],
+    bounds: &Aabb,
+    centroid_bounds: &Aabb,
+    depth: usize,
+) -> Split {
+    let n = items.len();
+    let extent: [f32; 3] = std::array::from_fn(|k| centroid_bounds.max[k] - centroid_bounds.min[k]);
+    let axis = (0..3)
+        .max_by(|&a, &b| extent[a].total_cmp(&extent[b]))
+        .unwrap_or(0);
+    let lo = centroid_bounds.min[axis];
+    let width = extent[axis];
+    if !(width > 0.0 && width.is_finite()) || depth >= SAH_MAX_DEPTH {
+        if n <= MAX_LEAF_TRIANGLES {
+            return Split::Leaf;
+        }
+        let mid = n / 2;
+        items.select_nth_unstable_by(mid, |a, b| a.centroid[axis].total_cmp(&b.centroid[axis]));
+        return Split::At(mid);
+    }
+    let bin_of = |t: &BuildTriangle| {
+        let b = ((t.centroid[axis] - lo) / width * SAH_BINS as f32) as usize;
+        b.min(SAH_BINS - 1)
+    };
+    let mut bin_bounds = [Aabb::EMPTY; SAH_BINS];
+    let mut bin_counts = [0usize; SAH_BINS];
+    for t in items.iter() {
+        let b = bin_of(t);
+        bin_bounds[b].union(&t.bounds);
+        bin_counts[b] += 1;
+    }
+    // Sweep from the right: the cost of everything right of each plane.
+    let mut right_cost = [0.0f32; SAH_BINS];
+    let mut acc = Aabb::EMPTY;
+    let mut count = 0;
+    for b in (1..SAH_BINS).rev() {
+        acc.union(&bin_bounds[b]);
+        count += bin_counts[b];
+        right_cost[b] = acc.half_area() * count as f32;
+    }
+    let mut best: Option<(f32, usize)> = None;
+    let mut acc = Aabb::EMPTY;
+    let mut left_count = 0;
+    for b in 0..SAH_BINS - 1 {
+        acc.union(&bin_bounds[b]);
+        left_count += bin_counts[b];
+        if left_count == 0 || left_count == n {
+            continue;
+        }
+        let cost = acc.half_area() * left_count as f32 + right_cost[b + 1];
+        if best.is_none_or(|(c, _)| cost < c) {
+            best = Some((cost, b));
+        }
+    }
+    // Costs in units of one triangle test; visiting a node costs about as much
+    // (TRAVERSAL_COST), which is what makes leaves of a few triangles pay.
+    let leaf_cost = bounds.half_area() * n as f32;
+    match best {
+        Some((cost, _))
+            if n <= MAX_LEAF_TRIANGLES
+                && TRAVERSAL_COST * bounds.half_area() + cost >= leaf_cost =>
+        {
+            Split::Leaf
+        }
+        Some((_, plane)) => {
+            let mut mid = 0;
+            for i in 0..n {
+                if bin_of(&items[i]) <= plane {
+                    items.swap(i, mid);
+                    mid += 1;
+                }
+            }
+            Split::At(mid)
+        }
+        // Centroids spread but all in one bin cannot happen (the extremes land in bins 0 and
+        // 15); fall back to a leaf for tiny sets.
+        None if n <= MAX_LEAF_TRIANGLES => Split::Leaf,
+        None => {
+            let mid = n / 2;
+            items.select_nth_unstable_by(mid, |a, b| a.centroid[axis].total_cmp(&b.centroid[axis]));
+            Split::At(mid)
+        }
+    }
+}
+
+pub(crate) fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
+}
+
+pub(crate) fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+}
+
+pub(crate) fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [
+        a[1] * b[2] - a[2] * b[1],
+        a[2] * b[0] - a[0] * b[2],
+        a[0] * b[1] - a[1] * b[0],
+    ]
+}
+
+fn dist2(a: [f64; 3], b: [f64; 3]) -> f64 {
+    let d = sub(a, b);
+    dot(d, d)
+}
+
+fn lerp(a: [f64; 3], b: [f64; 3], t: f64) -> [f64; 3] {
+    [
+        a[0] + (b[0] - a[0]) * t,
+        a[1] + (b[1] - a[1]) * t,
+        a[2] + (b[2] - a[2]) * t,
+    ]
+}
+
+/// Closest point on segment `ab` to `p`, with its parameter along `ab` (0 for a point segment).
+fn closest_on_segment(p: [f64; 3], a: [f64; 3], b: [f64; 3]) -> ([f64; 3], f64) {
+    let ab = sub(b, a);
+    let len2 = dot(ab, ab);
+    let t = if len2 > 0.0 {
+        (dot(sub(p, a), ab) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    (lerp(a, b, t), t)
+}
+
+/// Closest point on a triangle to `p` and its barycentric coordinates.
+///
+/// Ericson's Voronoi-region walk ("Real-Time Collision Detection" §5.1.5); a triangle whose
+/// area is negligible against its edge lengths is handled as its three edges, whose closest
+/// point is well defined even when corners coincide.
+pub(crate) fn closest_on_triangle(p: [f64; 3], tri: &[[f32; 3]; 3]) -> ([f64; 3], [f64; 3]) {
+    let [a, b, c] = tri.map(|v| v.map(f64::from));
+    let ab = sub(b, a);
+    let ac = sub(c, a);
+    let n = cross(ab, ac);
+    let n2 = dot(n, n);
+    if !n2.is_finite() || n2 <= 1e-24 * dot(ab, ab) * dot(ac, ac) || n2 == 0.0 {
+        return closest_on_degenerate(p, a, b, c);
+    }
+    let ap = sub(p, a);
+    let d1 = dot(ab, ap);
+    let d2 = dot(ac, ap);
+    if d1 <= 0.0 && d2 <= 0.0 {
+        return (a, [1.0, 0.0, 0.0]);
+    }
+    let bp = sub(p, b);
+    let d3 = dot(ab, bp);
+    let d4 = dot(ac, bp);
+    if d3 >= 0.0 && d4 <= d3 {
+        return (b, [0.0, 1.0, 0.0]);
+    }
+    let vc = d1 * d4 - d3 * d2;
+    if vc <= 0.0 && d1 >= 0.0 && d3 <= 0.0 {
+        let v = d1 / (d1 - d3);
+        return (lerp(a, b, v), [1.0 - v, v, 0.0]);
+    }
+    let cp = sub(p, c);
+    let d5 = dot(ab, cp);
+    let d6 = dot(ac, cp);
+    if d6 >= 0.0 && d5 <= d6 {
+        return (c, [0.0, 0.0, 1.0]);
+    }
+    let vb = d5 * d2 - d1 * d6;
+    if vb <= 0.0 && d2 >= 0.0 && d6 <= 0.0 {
+        let w = d2 / (d2 - d6);
+        return (lerp(a, c, w), [1.0 - w, 0.0, w]);
+    }
+    let va = d3 * d6 - d5 * d4;
+    if va <= 0.0 && (d4 - d3) >= 0.0 && (d5 - d6) >= 0.0 {
+        let w = (d4 - d3) / ((d4 - d3) + (d5 - d6));
+        return (lerp(b, c, w), [0.0, 1.0 - w, w]);
+    }
+    let denom = 1.0 / (va + vb + vc);
+    let v = vb * denom;
+    let w = vc * denom;
+    // Inside the face: project along the normal rather than rebuild the point from v and w,
+    // so a query on the plane gets exactly distance 0 when its offset from `a` is exactly
+    // perpendicular to the normal.
+    let t = dot(n, ap) / n2;
+    let q = [p[0] - n[0] * t, p[1] - n[1] * t, p[2] - n[2] * t];
+    (q, [1.0 - v - w, v, w])
+}
+
+/// Closest point of a zero-area triangle: the best of its three edges.
+fn closest_on_degenerate(
+    p: [f64; 3],
+    a: [f64; 3],
+    b: [f64; 3],
+    c: [f64; 3],
+) -> ([f64; 3], [f64; 3]) {
+    let (qab, tab) = closest_on_segment(p, a, b);
+    let (qbc, tbc) = closest_on_segment(p, b, c);
+    let (qca, tca) = closest_on_segment(p, c, a);
+    let candidates = [
+        (qab, [1.0 - tab, tab, 0.0]),
+        (qbc, [0.0, 1.0 - tbc, tbc]),
+        (qca, [tca, 0.0, 1.0 - tca]),
+    ];
+    let mut best = candidates[0];
+    for cand in &candidates[1..] {
+        if dist2(p, cand.0) < dist2(p, best.0) {
+            best = *cand;
+        }
+    }
+    best
+}
+
+/// Möller–Trumbore ray–triangle intersection: `(t, barycentric)` for `t ≥ 0`. Rays parallel to
+/// the triangle's plane (and zero-area triangles) never hit.
+pub(crate) fn intersect_triangle(
+    origin: [f64; 3],
+    direction: [f64; 3],
+    tri: &[[f32; 3]; 3],
+) -> Option<(f64, [f64; 3])> {
+    let [a, b, c] = tri.map(|v| v.map(f64::from));
+    let e1 = sub(b, a);
+    let e2 = sub(c, a);
+    let pvec = cross(direction, e2);
+    let det = dot(e1, pvec);
+    let scale = dot(direction, direction).sqrt() * dot(e1, e1).sqrt() * dot(e2, e2).sqrt();
+    if !det.is_finite() || det.abs() <= 1e-14 * scale {
+        return None;
+    }
+    let inv_det = 1.0 / det;
+    let tvec = sub(origin, a);
+    let u = dot(tvec, pvec) * inv_det;
+    if !(0.0..=1.0).contains(&u) {
+        return None;
+    }
+    let qvec = cross(tvec, e1);
+    let v = dot(direction, qvec) * inv_det;
+    if v < 0.0 || u + v > 1.0 {
+        return None;
+    }
+    let t = dot(e2, qvec) * inv_det;
+    (t >= 0.0).then_some((t, [1.0 - u - v, u, v]))
+}
+
+/// Brute-force closest point over every triangle of `mesh` (a reference for tests; `None` for
+/// an empty mesh). Uses the same per-triangle routine as the BVH.
+pub fn closest_point_brute_force(mesh: &TriangleMesh, p: [f32; 3]) -> Option<ClosestPoint> {
+    let pd = p.map(f64::from);
+    let mut best: Option<(f64, ClosestPoint)> = None;
+    for (id, t) in mesh.triangles.iter().enumerate() {
+        let corners = t.map(|i| {
+            mesh.positions
+                .get(i as usize)
+                .copied()
+                .unwrap_or([f32::NAN; 3])
+        });
+        let (q, bary) = closest_on_triangle(pd, &corners);
+        let d2 = dist2(pd, q);
+        if best.is_none_or(|(b, _)| d2 < b) {
+            let hit = ClosestPoint {
+                point: q.map(|c| c as f32),
+                triangle: id as u32,
+                barycentric: bary.map(|c| c as f32),
+                distance_squared: d2 as f32,
+            };
+            best = Some((d2, hit));
+        }
+    }
+    best.map(|(_, hit)| hit)
+}

@@ -8,6 +8,7 @@
 //! | [`rays`] | [`rays::RayBundle`]: origins, directions, sample depths and pixel coordinates |
 //! | [`samplers`] | ray samplers: NDC/multinomial grid, Monte Carlo, stratified jitter, ray–box near/far |
 //! | [`field`] | the [`field::Field`] trait: points (and directions) → densities and features |
+//! | [`multiview`] | posed multi-view image datasets (NeRF-synthetic and nerfstudio layouts) |
 //! | [`volumes`] | batched dense `Volumes` with PyTorch3D's world ⇄ local coordinates |
 //! | [`splat`] | point clouds splatted into volumes (trilinear and nearest) |
 //! | [`raymarchers`] | emission-absorption, NeRF (σ with step lengths) and absorption-only marchers |
@@ -18,6 +19,7 @@
 
 pub mod cameras;
 pub mod field;
+pub mod multiview;
 pub mod plenoxels;
 pub mod raymarchers;
 pub mod rays;

@@ -12,7 +12,7 @@
 //! a bundle exactly; the draws differ from torch's generator.
 
 use candle_core::{DType, Device, Result, Tensor};
-use rand::Rng;
+use rand::{Rng, RngCore};
 
 use crate::cameras::{normalize, Camera};
 use crate::rays::RayBundle;
@@ -629,5 +629,23 @@ impl MonteCarloRaysampler {
         let xy: Vec<f32> = xs.iter().zip(&ys).flat_map(|(&x, &y)| [x, y]).collect();
         let xy = Tensor::from_vec(xy, (b, r, 2), cameras.device())?;
         depth.rays(cameras, &xy, &[r], rng)
+    }
+}
+
+/// A ray sampler usable behind `&dyn`: what [`crate::renderer::ImplicitRenderer`] holds.
+pub trait RaySampler {
+    /// Emits the rays of a batch of cameras; randomness (pixel choice, jitter) from `rng`.
+    fn sample_rays(&self, cameras: &dyn Camera, rng: &mut dyn RngCore) -> Result<RayBundle>;
+}
+
+impl RaySampler for MultinomialRaysampler {
+    fn sample_rays(&self, cameras: &dyn Camera, mut rng: &mut dyn RngCore) -> Result<RayBundle> {
+        self.sample(cameras, None, &mut rng)
+    }
+}
+
+impl RaySampler for MonteCarloRaysampler {
+    fn sample_rays(&self, cameras: &dyn Camera, mut rng: &mut dyn RngCore) -> Result<RayBundle> {
+        self.sample(cameras, &mut rng)
     }
 }

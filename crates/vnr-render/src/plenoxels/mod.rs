@@ -18,6 +18,10 @@
 //! stored empty voxels as a −999 sentinel that leaked into the interpolation and darkened
 //! samples near empty space (black dots); here empty corners are skipped, never read.
 //!
+//! **Optimisation** ([`optimize`]): svox2's `opt.py` loop (RMSProp on density and SH, sparse
+//! total variation ([`tv`]), coarse-to-fine [`PlenoxelGrid::resample`] with pruning) fits a
+//! grid to a [`crate::multiview::MultiViewDataset`]; see [`fit`] and [`PlenoxelOptimizer`].
+//!
 //! Differences from svox2, all deliberate: directions need not be unit (they are normalised,
 //! as svox2's own `gen_rays` does before calling its kernel); a ray parallel to a face and
 //! outside the box misses it (svox2 clamps it onto the border voxels); the ray length is not
@@ -38,15 +42,21 @@
 
 mod checkpoint;
 mod march;
+pub mod optimize;
 mod render;
+mod resample;
 pub mod sh;
+pub mod tv;
 
 use std::sync::Arc;
 
 use candle_core::{DType, Tensor};
 
 use march::{Geometry, SparseLinks};
+pub use optimize::{fit, LrSchedule, OptimizeConfig, PlenoxelOptimizer, StepStats};
 pub use render::{RenderOptions, BACKWARD_MEMORY_BUDGET};
+pub use resample::{PruneOptions, MAX_RESAMPLE_VOXELS};
+pub use tv::TvTarget;
 
 /// Errors from building, reading or writing a [`PlenoxelGrid`].
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +112,12 @@ pub enum PlenoxelError {
     /// candle failed while building or converting a tensor.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// Optimisation settings are out of range.
+    #[error("plenoxel optimisation: {0}")]
+    BadConfig(String),
+    /// The training or evaluation dataset failed.
+    #[error(transparent)]
+    Dataset(#[from] crate::multiview::MultiViewError),
 }
 
 /// An svox2 sparse Plenoxel grid with SH colour (see the [module docs](self)).

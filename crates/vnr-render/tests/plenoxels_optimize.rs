@@ -1,0 +1,403 @@
+//! Plenoxel optimisation: total variation, learning-rate schedule, resampling and pruning,
+//! checkpoint export, and a short deterministic fit of a toy scene.
+
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use vnr_render::multiview::{orbit_camera_to_world, Intrinsics, MultiViewDataset, Split};
+use vnr_render::plenoxels::optimize::{evaluate_psnr, render_view};
+use vnr_render::plenoxels::{
+    fit, LrSchedule, OptimizeConfig, PlenoxelError, PlenoxelGrid, PruneOptions, RenderOptions,
+    TvTarget,
+};
+
+fn values(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// A 3×4×5 grid with every third voxel empty and random data.
+fn tiny_grid(rng: &mut ChaCha8Rng) -> PlenoxelGrid {
+    let dims = [3, 4, 5];
+    let mut links = Vec::new();
+    let mut n = 0;
+    for i in 0..60 {
+        if i % 3 == 1 {
+            links.push(-1);
+        } else {
+            links.push(n);
+            n += 1;
+        }
+    }
+    let n = n as usize;
+    let density: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..3.0)).collect();
+    let sh: Vec<f32> = (0..n * 12).map(|_| rng.random_range(-1.0..1.0)).collect();
+    PlenoxelGrid::new(
+        dims,
+        links,
+        Tensor::from_vec(density, (n, 1), &Device::Cpu).unwrap(),
+        Tensor::from_vec(sh, (n, 12), &Device::Cpu).unwrap(),
+        [1.0; 3],
+        [0.0; 3],
+    )
+    .unwrap()
+}
+
+/// The TV formula written out per cell and channel, on f64 data rows.
+fn brute_force_tv(grid: &PlenoxelGrid, data: &[f64], width: usize, cells: &[usize]) -> f64 {
+    let dims = grid.dims();
+    let links = grid.links();
+    let value = |x: usize, y: usize, z: usize, ch: usize| {
+        let l = links[(x * dims[1] + y) * dims[2] + z];
+        if l < 0 {
+            0.0
+        } else {
+            data[l as usize * width + ch]
+        }
+    };
+    let mut total = 0.0;
+    for &cell in cells {
+        let (x, y, z) = (
+            cell / (dims[1] * dims[2]),
+            (cell / dims[2]) % dims[1],
+            cell % dims[2],
+        );
+        for ch in 0..width {
+            let v = value(x, y, z, ch);
+            let s = |a: usize| dims[a] as f64 / 256.0;
+            let dx = if x + 1 < dims[0] {
+                s(0) * (value(x + 1, y, z, ch) - v)
+            } else {
+                0.0
+            };
+            let dy = if y + 1 < dims[1] {
+                s(1) * (value(x, y + 1, z, ch) - v)
+            } else {
+                0.0
+            };
+            let dz = if z + 1 < dims[2] {
+                s(2) * (value(x, y, z + 1, ch) - v)
+            } else {
+                0.0
+            };
+            total += (1e-9 + dx * dx + dy * dy + dz * dz).sqrt();
+        }
+    }
+    total
+}
+
+#[test]
+fn total_variation_value_and_gradient_match_brute_force() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let grid = tiny_grid(&mut rng);
+    for (target, width, cells) in [(TvTarget::Density, 1, 0..60), (TvTarget::Sh, 12, 7..41)] {
+        let data = match target {
+            TvTarget::Density => values(grid.density()),
+            TvTarget::Sh => values(grid.sh()),
+        };
+        let cell_list: Vec<usize> = cells.clone().collect();
+        let (value, grad) = grid.total_variation(target, cells).unwrap();
+        let want = brute_force_tv(&grid, &data, width, &cell_list);
+        assert!(
+            (value - want).abs() < 1e-9 * want.max(1.0),
+            "{value} vs {want}"
+        );
+        let grad = values(&grad);
+        assert_eq!(grad.len(), data.len());
+        let h = 1e-4;
+        let mut nonzero = 0;
+        for i in 0..data.len() {
+            let mut plus = data.clone();
+            plus[i] += h;
+            let mut minus = data.clone();
+            minus[i] -= h;
+            let numeric = (brute_force_tv(&grid, &plus, width, &cell_list)
+                - brute_force_tv(&grid, &minus, width, &cell_list))
+                / (2.0 * h);
+            assert!(
+                (grad[i] - numeric).abs() < 1e-4 * numeric.abs().max(1e-2),
+                "{target:?} element {i}: analytic {} numeric {numeric}",
+                grad[i]
+            );
+            nonzero += usize::from(grad[i] != 0.0);
+        }
+        assert!(nonzero > data.len() / 2);
+    }
+}
+
+#[test]
+fn learning_rate_schedule_follows_svox2() {
+    let s = LrSchedule {
+        initial: 30.0,
+        last: 0.05,
+        delay_steps: 100,
+        delay_mult: 0.01,
+        decay_steps: 1000,
+    };
+    assert!((s.at(0) - 0.3).abs() < 1e-12);
+    let log_lerp = |t: f64| (30f64.ln() * (1.0 - t) + 0.05f64.ln() * t).exp();
+    let mid = 0.01 + 0.99 * (0.5 * std::f64::consts::PI * 0.5).sin();
+    assert!((s.at(50) - mid * log_lerp(0.05)).abs() < 1e-9);
+    assert!((s.at(100) - log_lerp(0.1)).abs() < 1e-9);
+    assert!((s.at(1000) - 0.05).abs() < 1e-12);
+    assert!((s.at(5000) - 0.05).abs() < 1e-12);
+}
+
+#[test]
+fn upsampling_preserves_a_linear_density_field() {
+    let linear = |p: [f64; 3]| 2.0 + p[0] + 0.5 * p[1] - 0.25 * p[2];
+    let coarse = PlenoxelGrid::from_fn([8, 6, 8], [1.0; 3], [0.0; 3], |p| {
+        (linear(p) as f32, [0.2, 0.4, 0.6])
+    })
+    .unwrap();
+    assert_eq!(coarse.capacity(), 8 * 6 * 8);
+    let keep_all = PruneOptions {
+        density_threshold: f32::NEG_INFINITY,
+        dilate: 0,
+    };
+    let fine = coarse.resample([16, 12, 16], &keep_all).unwrap();
+    assert_eq!(fine.capacity(), 16 * 12 * 16);
+    let density = values(fine.density());
+    let sh = values(fine.sh());
+    let links = fine.links();
+    let mut checked = 0;
+    for x in 1..15 {
+        for y in 1..11 {
+            for z in 1..15 {
+                let world = [
+                    (x as f64 + 0.5) / 8.0 - 1.0,
+                    (y as f64 + 0.5) / 6.0 - 1.0,
+                    (z as f64 + 0.5) / 8.0 - 1.0,
+                ];
+                let l = links[(x * 12 + y) * 16 + z] as usize;
+                assert!((density[l] - linear(world)).abs() < 1e-5, "{x} {y} {z}");
+                let dc = (0.4 - 0.5) / vnr_render::plenoxels::sh::SH_C0;
+                assert!((sh[l * 3 + 1] - dc).abs() < 1e-5);
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 14 * 10 * 14);
+}
+
+/// A coloured ball of density 40 (smooth edge) with a faint haze of density 1e-4 everywhere.
+fn hazy_ball(dims: [usize; 3]) -> PlenoxelGrid {
+    PlenoxelGrid::from_fn(dims, [1.0; 3], [0.0; 3], |p| {
+        let r = (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).sqrt();
+        let inside = (1.0 - (r - 0.5) / 0.1).clamp(0.0, 1.0);
+        let colour = [0.9, (0.5 + p[1] * 0.4) as f32, 0.1];
+        ((40.0 * inside + 1e-4) as f32, colour)
+    })
+    .unwrap()
+}
+
+fn orbit_rays(count: usize) -> (Tensor, Tensor) {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut origins = Vec::new();
+    let mut directions = Vec::new();
+    for _ in 0..count {
+        let a: f32 = rng.random_range(0.0..std::f32::consts::TAU);
+        let o = [2.5 * a.cos(), rng.random_range(-0.5..0.5), 2.5 * a.sin()];
+        let target = [
+            rng.random_range(-0.6..0.6),
+            rng.random_range(-0.6..0.6),
+            rng.random_range(-0.6..0.6f32),
+        ];
+        origins.extend(o);
+        directions.extend((0..3).map(|i| target[i] - o[i]));
+    }
+    (
+        Tensor::from_vec(origins, (count, 3), &Device::Cpu).unwrap(),
+        Tensor::from_vec(directions, (count, 3), &Device::Cpu).unwrap(),
+    )
+}
+
+#[test]
+fn pruning_keeps_rendering_within_tolerance_and_frees_storage() {
+    let grid = hazy_ball([24; 3]);
+    let pruned = grid
+        .resample(
+            [24; 3],
+            &PruneOptions {
+                density_threshold: 1e-3,
+                dilate: 1,
+            },
+        )
+        .unwrap();
+    assert!(
+        pruned.capacity() * 5 < grid.capacity(),
+        "{} of {} voxels kept",
+        pruned.capacity(),
+        grid.capacity()
+    );
+    let (o, d) = orbit_rays(300);
+    let opts = RenderOptions::default();
+    let before = values(&grid.render_rays(&o, &d, &opts).unwrap());
+    let after = values(&pruned.render_rays(&o, &d, &opts).unwrap());
+    let worst = before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 2e-3, "max colour change {worst}");
+    // The haze itself is gone: a voxel far from the ball is empty.
+    assert!(pruned.links()[0] < 0 && grid.links()[0] >= 0);
+}
+
+#[test]
+fn exported_checkpoint_renders_identically() {
+    let grid = hazy_ball([16; 3])
+        .resample([20; 3], &PruneOptions::default())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ckpt.npz");
+    grid.write(&path, true).unwrap();
+    let back = PlenoxelGrid::read(&path).unwrap();
+    assert_eq!(back.dims(), [20; 3]);
+    assert_eq!(back.links(), grid.links());
+    // svox2 stores SH as f16: compare with the grid's SH rounded the same way.
+    let rounded = grid
+        .with_data(
+            grid.density().clone(),
+            grid.sh().to_dtype(DType::F16).unwrap(),
+        )
+        .unwrap();
+    let (o, d) = orbit_rays(200);
+    let opts = RenderOptions::default();
+    assert_eq!(
+        values(&back.render_rays(&o, &d, &opts).unwrap()),
+        values(&rounded.render_rays(&o, &d, &opts).unwrap())
+    );
+}
+
+/// A toy scene: a red ball and a blue box in a 16³ grid, seen by 8 cameras at 16×16.
+fn toy_dataset() -> MultiViewDataset {
+    let truth = PlenoxelGrid::from_fn([16; 3], [1.0; 3], [0.0; 3], |p| {
+        let ball = ((p[0] - 0.2).powi(2) + p[1].powi(2) + p[2].powi(2)).sqrt() < 0.4;
+        let cube = p.iter().all(|v| (v + 0.35).abs() < 0.25);
+        match (ball, cube) {
+            (true, _) => (30.0, [0.9, 0.2, 0.1]),
+            (false, true) => (30.0, [0.1, 0.3, 0.9]),
+            _ => (0.0, [0.0; 3]),
+        }
+    })
+    .unwrap();
+    let azimuths: Vec<f64> = (0..8).map(|i| i as f64 * 45.0).collect();
+    let elevations: Vec<f64> = (0..8)
+        .map(|i| if i % 2 == 0 { 20.0 } else { -15.0 })
+        .collect();
+    let c2w = orbit_camera_to_world(3.0, &elevations, &azimuths).unwrap();
+    let intrinsics = Intrinsics::from_camera_angle_x(0.8, 16, 16);
+    let placeholder = Tensor::zeros((8, 16, 16, 3), DType::F32, &Device::Cpu).unwrap();
+    let cameras =
+        MultiViewDataset::new(Split::Train, placeholder, None, c2w.clone(), intrinsics).unwrap();
+    let opts = RenderOptions::default();
+    let images: Vec<Tensor> = (0..8)
+        .map(|i| render_view(&truth, &cameras, i, &opts).unwrap())
+        .collect();
+    let images = Tensor::stack(&images, 0).unwrap();
+    MultiViewDataset::new(Split::Train, images, None, c2w, intrinsics).unwrap()
+}
+
+fn toy_config() -> OptimizeConfig {
+    OptimizeConfig {
+        resolutions: vec![[8; 3], [16; 3]],
+        upsample_every: 20,
+        steps: 40,
+        batch_rays: 512,
+        sh_degree: 1,
+        lr_density: LrSchedule {
+            initial: 30.0,
+            last: 0.05,
+            delay_steps: 10,
+            delay_mult: 0.01,
+            decay_steps: 2000,
+        },
+        lr_sh: LrSchedule {
+            initial: 0.05,
+            last: 5e-6,
+            delay_steps: 0,
+            delay_mult: 1.0,
+            decay_steps: 2000,
+        },
+        prune: PruneOptions {
+            density_threshold: 0.5,
+            dilate: 1,
+        },
+        ..OptimizeConfig::default()
+    }
+}
+
+fn run_fit(data: &MultiViewDataset, seed: u64) -> (PlenoxelGrid, Vec<f64>, Vec<usize>) {
+    let mut losses = Vec::new();
+    let mut capacities = Vec::new();
+    let grid = fit(
+        data,
+        toy_config(),
+        &mut ChaCha8Rng::seed_from_u64(seed),
+        |s| {
+            losses.push(s.mse);
+            capacities.push(s.capacity);
+        },
+    )
+    .unwrap();
+    (grid, losses, capacities)
+}
+
+#[test]
+fn a_short_fit_reduces_the_loss_and_is_deterministic() {
+    let data = toy_dataset();
+    let (grid, losses, capacities) = run_fit(&data, 5);
+    assert_eq!(losses.len(), 40);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (first, last) = (mean(&losses[..5]), mean(&losses[35..]));
+    assert!(last < 0.5 * first, "loss {first} → {last}: {losses:?}");
+    // Coarse-to-fine: 8³ dense, then a pruned 16³.
+    assert_eq!(capacities[0], 512);
+    assert_eq!(grid.dims(), [16; 3]);
+    assert!(capacities[39] < 16 * 16 * 16 && capacities[39] > 0);
+    let psnr = evaluate_psnr(&grid, &data, &toy_config().render).unwrap();
+    assert!(psnr > 14.0, "train PSNR {psnr}");
+
+    let (again, losses_again, _) = run_fit(&data, 5);
+    assert_eq!(losses, losses_again);
+    assert_eq!(values(grid.density()), values(again.density()));
+    assert_eq!(values(grid.sh()), values(again.sh()));
+    let (_, other, _) = run_fit(&data, 6);
+    assert_ne!(losses, other);
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    let data = toy_dataset();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    for config in [
+        OptimizeConfig {
+            resolutions: vec![],
+            ..toy_config()
+        },
+        OptimizeConfig {
+            batch_rays: 0,
+            ..toy_config()
+        },
+        OptimizeConfig {
+            rms_beta: 1.0,
+            ..toy_config()
+        },
+        OptimizeConfig {
+            tv_sh_fraction: 2.0,
+            ..toy_config()
+        },
+    ] {
+        assert!(matches!(
+            fit(&data, config, &mut rng, |_| {}),
+            Err(PlenoxelError::BadConfig(_))
+        ));
+    }
+    assert!(PlenoxelGrid::dense([1, 4, 4], [1.0; 3], [0.0; 3], 0, 0.1).is_err());
+    assert!(PlenoxelGrid::dense([4, 4, 4], [1.0; 3], [0.0; 3], 5, 0.1).is_err());
+}

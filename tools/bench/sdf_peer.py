@@ -1,0 +1,78 @@
+"""Signed distance side by side: libigl (fast winding number sign) and trimesh, on the bunny.
+
+Compare with `cargo bench -p vnr-geom --bench signed_distance sdf/bunny_winding` (vnr), which
+queries the same points: POINTS points in the bounding box (of the vertices used by faces) grown
+by 10 % per side, point i at lo + (hi - lo) * (1.2 f - 0.1), f = ((i * p_k) mod 10007) / 10007,
+p = (7919, 104729, 1299709).
+
+Usage: /work/pyvenv/bin/python tools/bench/sdf_peer.py [--points N] [--trimesh-points N]
+       [--repeat N] [--mesh PATH]
+Needs `pip install libigl trimesh rtree` in the venv. libigl runs on its own thread pool (all
+cores); trimesh is single-threaded numpy.
+"""
+
+import argparse
+import pathlib
+import statistics
+import time
+
+import igl
+import numpy as np
+import trimesh
+
+HERE = pathlib.Path(__file__).resolve().parent
+DEFAULT_MESH = HERE.parents[2] / "shared" / "fixtures" / "meshes" / "stanford-bunny.obj"
+
+
+def bench_points(vertices, faces, n):
+    used = vertices[np.unique(faces)]
+    lo, hi = used.min(axis=0), used.max(axis=0)
+    i = np.arange(n, dtype=np.int64)[:, None]
+    primes = np.array([7919, 104729, 1299709], dtype=np.int64)[None, :]
+    f = ((i * primes) % 10007).astype(np.float32) / np.float32(10007.0)
+    return (lo + (hi - lo) * (1.2 * f - 0.1)).astype(np.float32)
+
+
+def timed(name, n, run, repeat):
+    run()  # warm-up: builds trees, fills caches
+    times, cpus = [], []
+    for _ in range(repeat):
+        start, cpu = time.perf_counter(), time.process_time()
+        out = run()
+        times.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    best = min(times)
+    # Points per CPU-second (all threads) does not depend on other load on a shared machine.
+    print(f"{name:34s} {n:8d} points  median {statistics.median(times) * 1e3:9.1f} ms"
+          f"  best {best * 1e3:9.1f} ms  {n / best / 1e3:9.1f} k points/s"
+          f"  {n / min(cpus) / 1e3:9.1f} k points/cpu-s")
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--mesh", type=pathlib.Path, default=DEFAULT_MESH)
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--trimesh-points", type=int, default=1_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    v, f = igl.read_triangle_mesh(str(args.mesh))
+    v = v.astype(np.float64)
+    points = bench_points(v, f, args.points).astype(np.float64)
+
+    fwn = igl.SIGNED_DISTANCE_TYPE_FAST_WINDING_NUMBER
+    s_igl = timed("libigl signed_distance (FWN)", len(points),
+                  lambda: igl.signed_distance(points, v, f, sign_type=fwn)[0], args.repeat)
+
+    mesh = trimesh.Trimesh(v, f, process=False)
+    few = points[: args.trimesh_points]
+    s_tri = timed("trimesh proximity.signed_distance", len(few),
+                  lambda: trimesh.proximity.signed_distance(mesh, few), 1)
+    # trimesh is positive inside, libigl (and vnr) positive outside.
+    agree = np.mean(np.sign(-s_tri) == np.sign(s_igl[: len(few)]))
+    print(f"sign agreement libigl vs trimesh on {len(few)} points: {agree * 100:.2f} %")
+
+
+if __name__ == "__main__":
+    main()
