@@ -11,18 +11,12 @@ Prints one line per case (median and minimum milliseconds) and, where criterion'
 our bench exist under target/criterion, our median / theirs.
 """
 
-import contextlib
-import io
-import json
-import os
-
 import torch
 
-from torch_peer import filled, parse_args, time_backward
+from torch_peer import criterion_median_ms, filled, parse_args, time_backward
 
 RAYS, SAMPLES, FEATURES = 65536, 128, 3
 GROUP = "raymarch_fwd_bwd_64k_x128_f3"
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def shifted_cumprod(x, shift=1):
@@ -44,16 +38,6 @@ def nerf_alpha(sigma, lengths):
     return 1 - torch.exp(-sigma * deltas)
 
 
-def our_median_ms(name):
-    """Median of our criterion run of `name`, or None when it has not been run."""
-    path = os.path.join(ROOT, "target", "criterion", GROUP, name, "new", "estimates.json")
-    try:
-        with open(path) as f:
-            return json.load(f)["median"]["point_estimate"] / 1e6
-    except (OSError, KeyError, ValueError):
-        return None
-
-
 def main():
     args = parse_args()
     lengths = (2.0 + 0.01 * torch.arange(SAMPLES, dtype=torch.float32))[None].expand(RAYS, SAMPLES).contiguous()
@@ -67,14 +51,8 @@ def main():
         # Same inputs as the Rust bench: EA opacities in [0, 1), NeRF sigma in [0, 4).
         d = (filled([RAYS, SAMPLES, 1], scale) + shift).requires_grad_()
         f = filled([RAYS, SAMPLES, FEATURES]).requires_grad_()
-        # time_backward prints its line; it is captured to read the median back.
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            time_backward(name, lambda: march(d, f), [d, f], args.repeat)
-        line = out.getvalue()
-        print(line, end="")
-        theirs = float(line.split("median")[1].split()[0])
-        ours = our_median_ms(name)
+        theirs = time_backward(name, lambda: march(d, f), [d, f], args.repeat)
+        ours = criterion_median_ms(GROUP, name)
         if ours is not None:
             print(f"{'':32s} ours   {ours:9.2f} ms   ours / theirs = {ours / theirs:.2f}")
 

@@ -5,6 +5,9 @@
 //! `s = surface_thickness`), weights `w_j = d_j A_j`, rendered features `Σ_j w_j f_j` and
 //! opacity `1 − Π_j (1 − d_j)`. Forward and backward are O(P) per ray; the backward uses
 //! prefix products and a reverse recurrence instead of dividing by `q` or `1 − d`.
+//!
+//! The per-ray recurrence is public as [`kernel::Ray`], so that vnr-render's fused ray marchers
+//! (NeRF opacities, depth, weights) run the same code rather than a copy of it.
 
 use crate::conv::kernel_dtype;
 use crate::cumulative::{cumprod, with_float_slices};
@@ -117,27 +120,140 @@ fn check_density_bounds<T: WithDType>(densities: &[T]) -> Result<()> {
     Ok(())
 }
 
-/// Per-ray prefix products of one ray: `excl_q[k] = Π_{i<k} q_i` and
-/// `excl_t[k] = Π_{i<k} (1 − d_i)`; returns the full transmittance `Π (1 − d_i)`.
-fn prefix_products<T: WithDType>(
-    d: &[T],
-    one_plus_eps: T,
-    excl_q: &mut [T],
-    excl_t: &mut [T],
-) -> T {
-    let (mut q_prod, mut t_prod) = (T::one(), T::one());
-    for ((&dj, eq), et) in d.iter().zip(excl_q.iter_mut()).zip(excl_t.iter_mut()) {
-        *eq = q_prod;
-        *et = t_prod;
-        q_prod *= one_plus_eps - dj;
-        t_prod *= T::one() - dj;
-    }
-    t_prod
-}
+/// Per-ray building blocks of emission-absorption marching: the fused op of this module and
+/// the fused ray marchers of `vnr-render` (which add NeRF opacities, expected depth and
+/// per-sample weights) both march through [`kernel::Ray`].
+pub mod kernel {
+    use super::EaRaymarchParams;
+    use candle_core::WithDType;
 
-/// `A_k = Π_{i ≤ k − s} q_i`, read from the exclusive prefix products `excl_q`.
-fn absorption<T: WithDType>(excl_q: &[T], k: usize, shift: usize) -> T {
-    excl_q[(k + 1).saturating_sub(shift)]
+    /// One ray of `P` samples: its opacities `α_k`, transmissions `1 − α_k`, the exclusive
+    /// prefix products `Π_{i<k} q_i` (`q_i = 1 + eps − α_i`) and `Π_{i<k} (1 − α_i)`, and the
+    /// per-sample weight gradients `h_k` of the backward. Allocated once per thread and
+    /// refilled for every ray.
+    #[derive(Debug, Clone)]
+    pub struct Ray<T> {
+        /// `α_k ∈ [0, 1]`, `[P]`.
+        pub alpha: Vec<T>,
+        /// `1 − α_k`, `[P]` (a caller computing `α = 1 − exp(−x)` stores `exp(−x)` here, free of
+        /// cancellation).
+        pub clear: Vec<T>,
+        /// `∂L/∂w_k`, the gradient of each rendering weight, `[P]`: filled by
+        /// [`Ray::set_feature_gradient`], to which a caller may add its own terms before
+        /// [`Ray::backward`].
+        pub h: Vec<T>,
+        excl_q: Vec<T>,
+        excl_t: Vec<T>,
+        transmittance: T,
+        shift: usize,
+        one_plus_eps: T,
+    }
+
+    impl<T: WithDType> Ray<T> {
+        /// Scratch for rays of `points` samples marched with `params`.
+        pub fn new(points: usize, params: &EaRaymarchParams) -> Self {
+            let zeros = || vec![T::zero(); points];
+            Self {
+                alpha: zeros(),
+                clear: zeros(),
+                h: zeros(),
+                excl_q: zeros(),
+                excl_t: zeros(),
+                transmittance: T::one(),
+                shift: params.surface_thickness,
+                one_plus_eps: T::from_f64(1.0 + params.eps),
+            }
+        }
+
+        /// Loads a ray whose densities `d` `[P]` are the opacities.
+        pub fn set_opacities(&mut self, d: &[T]) {
+            for ((a, c), &dk) in self.alpha.iter_mut().zip(&mut self.clear).zip(d) {
+                *a = dk;
+                *c = T::one() - dk;
+            }
+            self.accumulate();
+        }
+
+        /// Computes the prefix products of `alpha` and `clear`; call after filling them.
+        pub fn accumulate(&mut self) {
+            let (mut q, mut t) = (T::one(), T::one());
+            for k in 0..self.alpha.len() {
+                self.excl_q[k] = q;
+                self.excl_t[k] = t;
+                q *= self.one_plus_eps - self.alpha[k];
+                t *= self.clear[k];
+            }
+            self.transmittance = t;
+        }
+
+        /// The opacity `1 − Π_k (1 − α_k)`.
+        pub fn opacity(&self) -> T {
+            T::one() - self.transmittance
+        }
+
+        /// The absorption `A_k = Π_{i ≤ k − s} q_i` before sample `k`.
+        pub fn absorption(&self, k: usize) -> T {
+            self.excl_q[(k + 1).saturating_sub(self.shift)]
+        }
+
+        /// The rendering weight `w_k = α_k A_k`.
+        pub fn weight(&self, k: usize) -> T {
+            self.alpha[k] * self.absorption(k)
+        }
+
+        /// Adds `Σ_k w_k f_k` of the features `f` `[P, F]` to `out` `[F]` and calls
+        /// `each(k, w_k)` for every sample.
+        pub fn composite(&self, f: &[T], out: &mut [T], mut each: impl FnMut(usize, T)) {
+            let features = out.len();
+            for k in 0..self.alpha.len() {
+                let w = self.weight(k);
+                for (acc, &v) in out.iter_mut().zip(&f[k * features..(k + 1) * features]) {
+                    *acc += w * v;
+                }
+                each(k, w);
+            }
+        }
+
+        /// Sets `h_k = g_feat · f_k` from the features `f` `[P, F]` and the gradient of the
+        /// rendered features `g_feat` `[F]`.
+        pub fn set_feature_gradient(&mut self, f: &[T], g_feat: &[T]) {
+            let features = g_feat.len();
+            for (k, hk) in self.h.iter_mut().enumerate() {
+                *hk = f[k * features..(k + 1) * features]
+                    .iter()
+                    .zip(g_feat)
+                    .fold(T::zero(), |acc, (&a, &b)| acc + a * b);
+            }
+        }
+
+        /// The backward pass of the ray from the weight gradients `h` and the opacity gradient
+        /// `g_opacity`: calls `each(k, ∂L/∂α_k, w_k)` from the last sample to the first.
+        ///
+        /// With `u_m = α_{m+s} h_{m+s}` (0 past the end) and `S_k = u_k + q_{k+1} S_{k+1}`:
+        /// `∂L/∂α_k = A_k h_k − Π_{i<k} q_i · S_k + g_opacity Π_{i≠k} (1 − α_i)`, a reverse
+        /// recurrence that never divides by `q` or `1 − α`.
+        pub fn backward(&self, g_opacity: T, mut each: impl FnMut(usize, T, T)) {
+            let (alpha, h, shift) = (&self.alpha, &self.h, self.shift);
+            let mut s_next = T::zero();
+            let mut suffix_clear = T::one();
+            for k in (0..alpha.len()).rev() {
+                let u = match alpha.get(k + shift) {
+                    Some(&a) => a * h[k + shift],
+                    None => T::zero(),
+                };
+                let s = match alpha.get(k + 1) {
+                    Some(&a) => u + (self.one_plus_eps - a) * s_next,
+                    None => u,
+                };
+                let absorption = self.absorption(k);
+                let g_alpha = absorption * h[k] - self.excl_q[k] * s
+                    + g_opacity * self.excl_t[k] * suffix_clear;
+                each(k, g_alpha, alpha[k] * absorption);
+                s_next = s;
+                suffix_clear *= self.clear[k];
+            }
+        }
+    }
 }
 
 /// Forward kernel: densities `[R, P]`, features `[R, P, F]` → `[R, F + 1]`.
@@ -147,38 +263,30 @@ fn forward_kernel<T: WithDType>(d: &[T], f: &[T], dims: RayDims, p: &EaRaymarchP
         points,
         features,
     } = dims;
-    let one_plus_eps = T::from_f64(1.0 + p.eps);
     let mut out = vec![T::zero(); rays * (features + 1)];
     if points == 0 {
         return out;
     }
     // Rays are indexed rather than zipped: with F = 0 `features` has no chunks to zip with.
     out.par_chunks_mut(features + 1).enumerate().for_each_init(
-        || (vec![T::zero(); points], vec![T::zero(); points]),
-        |(excl_q, excl_t), (r, o)| {
-            let dr = &d[r * points..(r + 1) * points];
-            let fr = &f[r * points * features..(r + 1) * points * features];
-            let transmittance = prefix_products(dr, one_plus_eps, excl_q, excl_t);
+        || kernel::Ray::new(points, p),
+        |ray, (r, o)| {
+            ray.set_opacities(&d[r * points..(r + 1) * points]);
             let (feat, opacity) = o.split_at_mut(features);
-            for (k, &dk) in dr.iter().enumerate() {
-                let w = dk * absorption(excl_q, k, p.surface_thickness);
-                let fk = &fr[k * features..(k + 1) * features];
-                for (acc, &v) in feat.iter_mut().zip(fk) {
-                    *acc += w * v;
-                }
-            }
-            opacity[0] = T::one() - transmittance;
+            ray.composite(
+                &f[r * points * features..(r + 1) * points * features],
+                feat,
+                |_, _| {},
+            );
+            opacity[0] = ray.opacity();
         },
     );
     out
 }
 
 /// Backward kernel: densities `[R, P]`, features `[R, P, F]`, output gradient `[R, F + 1]` →
-/// `[R, P, F + 1]` holding the density gradient in column 0 and the feature gradient after.
-///
-/// With `h_k = g_f · f_k`, `E_k = Π_{i<k} q_i`, `u_m = d_{m+s} h_{m+s}` (0 past the end) and
-/// `S_k = u_k + q_{k+1} S_{k+1}`:
-/// `∂L/∂d_k = A_k h_k − E_k S_k + g_o Π_{i≠k} (1 − d_i)` and `∂L/∂f_k = d_k A_k g_f`.
+/// `[R, P, F + 1]` holding the density gradient in column 0 and the feature gradient after
+/// (see [`kernel::Ray::backward`]; `∂L/∂f_k = w_k g_f`).
 fn backward_kernel<T: WithDType>(
     d: &[T],
     f: &[T],
@@ -191,8 +299,6 @@ fn backward_kernel<T: WithDType>(
         points,
         features,
     } = dims;
-    let shift = p.surface_thickness;
-    let one_plus_eps = T::from_f64(1.0 + p.eps);
     let width = features + 1;
     let mut grads = vec![T::zero(); rays * points * width];
     if points == 0 {
@@ -202,47 +308,22 @@ fn backward_kernel<T: WithDType>(
         .par_chunks_mut(points * width)
         .enumerate()
         .for_each_init(
-            || {
-                (
-                    vec![T::zero(); points],
-                    vec![T::zero(); points],
-                    vec![T::zero(); points],
-                )
-            },
-            |(excl_q, excl_t, h), (r, gr)| {
-                let dr = &d[r * points..(r + 1) * points];
-                let fr = &f[r * points * features..(r + 1) * points * features];
+            || kernel::Ray::new(points, p),
+            |ray, (r, gr)| {
+                ray.set_opacities(&d[r * points..(r + 1) * points]);
                 let go = &grad_out[r * width..(r + 1) * width];
-                prefix_products(dr, one_plus_eps, excl_q, excl_t);
                 let (g_feat, g_opacity) = (&go[..features], go[features]);
-                for (k, hk) in h.iter_mut().enumerate() {
-                    let fk = &fr[k * features..(k + 1) * features];
-                    *hk = fk
-                        .iter()
-                        .zip(g_feat)
-                        .fold(T::zero(), |acc, (&a, &b)| acc + a * b);
-                }
-                let mut s_next = T::zero();
-                let mut suffix_t = T::one();
-                for k in (0..points).rev() {
-                    let u = match dr.get(k + shift) {
-                        Some(&dm) => dm * h[k + shift],
-                        None => T::zero(),
-                    };
-                    let s = match dr.get(k + 1) {
-                        Some(&dn) => u + (one_plus_eps - dn) * s_next,
-                        None => u,
-                    };
-                    let a = absorption(excl_q, k, shift);
+                ray.set_feature_gradient(
+                    &f[r * points * features..(r + 1) * points * features],
+                    g_feat,
+                );
+                ray.backward(g_opacity, |k, g_alpha, w| {
                     let row = &mut gr[k * width..(k + 1) * width];
-                    row[0] = a * h[k] - excl_q[k] * s + g_opacity * excl_t[k] * suffix_t;
-                    let w = dr[k] * a;
+                    row[0] = g_alpha;
                     for (gf, &g) in row[1..].iter_mut().zip(g_feat) {
                         *gf = w * g;
                     }
-                    s_next = s;
-                    suffix_t *= T::one() - dr[k];
-                }
+                });
             },
         );
     grads

@@ -7,7 +7,7 @@
 //! `r` into the densities and features.
 
 use candle_core::{Device, Result, Tensor, Var};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use std::hint::black_box;
 use vnr_render::raymarchers::{EmissionAbsorptionRaymarcher, NerfRaymarcher, RayMarcher};
 
@@ -48,7 +48,8 @@ fn forward_backward(
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("raymarch_fwd_bwd_64k_x128_f3");
-    group.sample_size(10);
+    // One iteration per sample: an iteration takes a large fraction of a second.
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
     let ea = EmissionAbsorptionRaymarcher::default();
     let nerf = NerfRaymarcher::default();
     // EA opacities in [0, 1); NeRF densities σ in [0, 4).

@@ -9,7 +9,7 @@
 //!
 //! Run with `cargo bench -p vnr-render --bench reference`.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use vnr_formats::testing::fixture;
 use vnr_render::reference::{
     load_object, render, Camera, FogVolume, GridSurface, IndexMap, LoadOptions, Object, Outputs,
@@ -43,6 +43,19 @@ fn torus_sdf(i: usize, j: usize, k: usize) -> f32 {
     let p = [i, j, k].map(|v| v as f64 - 127.5);
     let ring = (p[0] * p[0] + p[2] * p[2]).sqrt() - 80.0;
     ((ring * ring + p[1] * p[1]).sqrt() - 35.0) as f32
+}
+
+/// The `n³` values `value(i, j, k)` of a dense grid, `k` fastest (our dense layout).
+fn dense_values(n: usize, value: fn(usize, usize, usize) -> f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n * n * n);
+    for i in 0..n {
+        for j in 0..n {
+            for k in 0..n {
+                out.push(value(i, j, k));
+            }
+        }
+    }
+    out
 }
 
 /// Whether the command line's name filter (criterion's first free argument) selects `name`;
@@ -89,39 +102,29 @@ fn cortex_bench(c: &mut Criterion) {
 
 fn fog_bench(c: &mut Criterion) {
     let n = 100;
-    let mut fog = Vec::with_capacity(n * n * n);
-    for i in 0..n {
-        for j in 0..n {
-            for k in 0..n {
-                fog.push(fog_density(i, j, k));
-            }
-        }
-    }
+    let fog = dense_values(n, fog_density);
     // pyopenvdb's copyFromArray(ijk=(-50, -50, -50)) with voxel size 0.02.
     let map = IndexMap::uniform(0.02, Vec3::splat(-1.0)).expect("valid map");
     let volume = FogVolume::from_dense(&fog, [n; 3], map).expect("fog builds");
     let scene = Scene::new(Object::Fog(Box::new(volume)));
     let cam = camera(4.0);
-    c.bench_function("fog_1m_voxels_256", |b| {
+    // A render takes about half a second: ten samples of one iteration each.
+    let mut group = c.benchmark_group("fog");
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    group.bench_function("fog_1m_voxels_256", |b| {
         b.iter(|| render(&scene, &cam, Outputs::SHADED).expect("renders"))
     });
+    group.finish();
 }
 
 fn dense_bench(c: &mut Criterion) {
     let n = 256;
-    let mut sdf = Vec::with_capacity(n * n * n);
-    for i in 0..n {
-        for j in 0..n {
-            for k in 0..n {
-                sdf.push(torus_sdf(i, j, k));
-            }
-        }
-    }
+    let sdf = dense_values(n, torus_sdf);
     let map = IndexMap::uniform(1.0 / 128.0, Vec3::splat(-127.5 / 128.0)).expect("valid map");
     let build =
         || GridSurface::from_dense(&sdf, [n; 3], f32::INFINITY, 0.0, true, map).expect("builds");
     let mut group = c.benchmark_group("dense_256cubed");
-    group.sample_size(10);
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
     group.bench_function("build", |b| b.iter(build));
     let scene = Scene::new(Object::Surface(Box::new(build())));
     let cam = camera(3.5);

@@ -14,20 +14,23 @@
 //! `c + (1 − opacity) · bg`.
 //!
 //! Two implementations compute the same values. On the CPU (f32, f64) one fused pass per ray
-//! computes features, opacity and depth, a second the weights, each with a fused backward that
-//! writes contiguous gradients: candle's generic autograd over a composition of ops spends most
-//! of its time on intermediate tensors and strided gradient copies (about 2× slower on 64k
-//! rays × 128 samples, forward + backward). Elsewhere, and as the reference the fused kernels
-//! are tested against, `march_composed` composes `vnr_ops::raymarch::ea_raymarch` (features
-//! and opacity) with `vnr_ops::cumulative::cumprod` (weights) and tensor ops.
+//! computes features, opacity, depth and weights, and one fused backward pass writes contiguous
+//! gradients of all inputs: candle's generic autograd over a composition of ops spends most of
+//! its time on intermediate tensors and strided gradient copies (about 2× slower on 64k rays ×
+//! 128 samples, forward + backward). The per-ray recurrence of both passes is vnr-ops'
+//! [`kernel::Ray`], the one that `vnr_ops::raymarch::ea_raymarch` runs too. Elsewhere, and as
+//! the reference the fused kernels are tested against, `march_composed` composes
+//! `vnr_ops::raymarch::ea_raymarch` (features and opacity) with `vnr_ops::cumulative::cumprod`
+//! (weights) and tensor ops.
 
-use candle_core::backend::BackendStorage;
+use std::sync::{Arc, Mutex};
+
 use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType, D,
 };
 use rayon::prelude::*;
 use vnr_ops::cumulative::cumprod;
-use vnr_ops::raymarch::{ea_raymarch, EaRaymarchParams};
+use vnr_ops::raymarch::{ea_raymarch, kernel, EaRaymarchParams};
 
 /// The result of marching a batch of rays.
 #[derive(Debug, Clone)]
@@ -89,6 +92,14 @@ struct MarchParams {
 }
 
 impl MarchParams {
+    /// The emission-absorption parameters of the opacities.
+    fn ea(&self) -> EaRaymarchParams {
+        EaRaymarchParams {
+            surface_thickness: self.surface_thickness,
+            eps: self.eps,
+        }
+    }
+
     fn check(&self) -> Result<()> {
         if self.surface_thickness == 0 {
             bail!("ray marcher: surface_thickness must be at least 1");
@@ -228,11 +239,7 @@ fn march_composed(
             (d * steps)?.neg()?.exp()?.affine(-1.0, 1.0)?
         }
     };
-    let ea = EaRaymarchParams {
-        surface_thickness: params.surface_thickness,
-        eps: params.eps,
-    };
-    let fused = ea_raymarch(&alpha.unsqueeze(D::Minus1)?, features, &ea)?;
+    let fused = ea_raymarch(&alpha.unsqueeze(D::Minus1)?, features, &params.ea())?;
     let f = fused.dim(D::Minus1)? - 1;
     let absorption = shifted_cumprod(
         &alpha.affine(-1.0, 1.0 + params.eps)?,
@@ -247,8 +254,11 @@ fn march_composed(
     })
 }
 
-/// The marcher through the fused CPU ops: `[R, F + 2]` (features, opacity, depth) and the
-/// weights `[R, P]`, reshaped to the rays' batch shape.
+/// The marcher through the fused CPU ops: one pass per ray computes `[..., F + 2]` (features,
+/// opacity, depth) and the weights `[..., P]`, one backward pass the gradients of all inputs.
+///
+/// The inputs go to the ops as they are (no reshape node): every node between an input and
+/// the op costs candle's backward a zero-filled gradient and an addition of its size.
 fn march_fused(
     params: MarchParams,
     dims: RayDims,
@@ -256,27 +266,34 @@ fn march_fused(
     features: &Tensor,
     lengths: &Tensor,
 ) -> Result<RenderedRays> {
-    let RayDims {
-        rays,
-        points,
-        features: f,
-    } = dims;
-    let batch = &densities.dims()[..densities.rank() - 2];
-    let d = densities.reshape((rays, points))?.contiguous()?;
-    let fe = features.reshape((rays, points, f))?.contiguous()?;
-    let t = lengths.reshape((rays, points))?.contiguous()?;
-    let summary = d.apply_op3(&fe, &t, FusedSummary(params))?;
-    let weights = d.apply_op2(&t, FusedWeights(params))?;
-    let shaped = |x: Tensor, last: usize| -> Result<Tensor> {
-        let mut shape = batch.to_vec();
-        shape.push(last);
-        x.reshape(shape)
-    };
+    let d = densities.contiguous()?;
+    let fe = features.contiguous()?;
+    let t = lengths.contiguous()?;
+    let handoff = Arc::new(Mutex::new(None));
+    let summary = d.apply_op3(
+        &fe,
+        &t,
+        FusedSummary {
+            params,
+            dims,
+            shape: Shape::from([&t.dims()[..t.rank() - 1], &[dims.features + 2]].concat()),
+            weights: Arc::clone(&handoff),
+        },
+    )?;
+    let weights = d.apply_op2(
+        &t,
+        FusedWeights {
+            params,
+            dims,
+            precomputed: handoff,
+        },
+    )?;
+    let f = dims.features;
     Ok(RenderedRays {
-        features: shaped(summary.narrow(1, 0, f)?, f)?,
-        opacity: shaped(summary.narrow(1, f, 1)?, 1)?,
-        depth: shaped(summary.narrow(1, f + 1, 1)?, 1)?,
-        weights: shaped(weights, points)?,
+        features: summary.narrow(D::Minus1, 0, f)?,
+        opacity: summary.narrow(D::Minus1, f, 1)?,
+        depth: summary.narrow(D::Minus1, f + 1, 1)?,
+        weights,
     })
 }
 
@@ -337,130 +354,95 @@ fn validate<T: MarchFloat>(d: &[T], t: &[T], dims: RayDims, params: &MarchParams
     Ok(())
 }
 
-/// Per-ray quantities shared by the fused forward and backward kernels.
+/// One ray in the fused kernels: vnr-ops' emission-absorption [`kernel::Ray`] loaded with the
+/// opacities of `params`, and the NeRF steps `δ_k`.
 struct Ray<T> {
-    /// `α_k`.
-    alpha: Vec<T>,
-    /// `1 − α_k` (for NeRF `exp(−σ_k δ_k)`, without cancellation).
-    clear: Vec<T>,
+    ea: kernel::Ray<T>,
     /// `δ_k` (NeRF only).
     step: Vec<T>,
-    /// `Π_{i<k} (1 + eps − α_i)`.
-    excl_q: Vec<T>,
-    /// `Π_{i<k} (1 − α_i)`.
-    excl_t: Vec<T>,
 }
 
 impl<T: MarchFloat> Ray<T> {
-    fn new(points: usize) -> Self {
-        let zeros = || vec![T::zero(); points];
+    fn new(points: usize, params: &MarchParams) -> Self {
         Self {
-            alpha: zeros(),
-            clear: zeros(),
-            step: zeros(),
-            excl_q: zeros(),
-            excl_t: zeros(),
+            ea: kernel::Ray::new(points, &params.ea()),
+            step: vec![T::zero(); points],
         }
     }
 
-    /// Fills the quantities of the ray with densities `d` and lengths `t`; returns the
-    /// transmittance `Π (1 − α)`.
-    fn prepare(&mut self, d: &[T], t: &[T], params: &MarchParams) -> T {
+    /// Loads the ray with densities `d` and lengths `t`.
+    fn prepare(&mut self, d: &[T], t: &[T], params: &MarchParams) {
+        let Alpha::Nerf(last_step) = params.alpha else {
+            self.ea.set_opacities(d);
+            return;
+        };
         let p = d.len();
-        match params.alpha {
-            Alpha::Direct => {
-                for ((a, c), &dk) in self.alpha.iter_mut().zip(&mut self.clear).zip(d) {
-                    *a = dk;
-                    *c = T::one() - dk;
-                }
-            }
-            Alpha::Nerf(last_step) => {
-                for k in 0..p {
-                    self.step[k] = match (t.get(k + 1), last_step) {
-                        (Some(&next), _) => next - t[k],
-                        (None, NerfLastStep::Constant(c)) => T::from_f64(c),
-                        // validate() guarantees p >= 2 here.
-                        (None, NerfLastStep::PreviousStep) => t[k] - t[k - 1],
-                    };
-                    let clear = (T::zero() - d[k] * self.step[k]).exp();
-                    self.clear[k] = clear;
-                    self.alpha[k] = T::one() - clear;
-                }
-            }
-        }
-        let one_plus_eps = T::from_f64(1.0 + params.eps);
-        let (mut q, mut tr) = (T::one(), T::one());
         for k in 0..p {
-            self.excl_q[k] = q;
-            self.excl_t[k] = tr;
-            q *= one_plus_eps - self.alpha[k];
-            tr *= self.clear[k];
+            self.step[k] = match (t.get(k + 1), last_step) {
+                (Some(&next), _) => next - t[k],
+                (None, NerfLastStep::Constant(c)) => T::from_f64(c),
+                // validate() guarantees p >= 2 here.
+                (None, NerfLastStep::PreviousStep) => t[k] - t[k - 1],
+            };
+            // 1 − α = exp(−σ δ), kept without cancellation.
+            let clear = (T::zero() - d[k] * self.step[k]).exp();
+            self.ea.clear[k] = clear;
+            self.ea.alpha[k] = T::one() - clear;
         }
-        tr
-    }
-
-    /// `A_k = Π_{i ≤ k − s} (1 + eps − α_i)`.
-    fn absorption(&self, k: usize, shift: usize) -> T {
-        self.excl_q[(k + 1).saturating_sub(shift)]
+        self.ea.accumulate();
     }
 }
 
-/// Rendered `[R, F + 2]`: features, opacity `1 − Π (1 − α)` and depth `Σ w t` of every ray.
-fn summary_kernel<T: MarchFloat>(
-    d: &[T],
-    f: &[T],
-    t: &[T],
+/// The forward pass: `[R, F + 2]` (features, opacity `1 − Π (1 − α)` and depth `Σ w t` of
+/// every ray) and the weights `w_k = α_k A_k` `[R, P]`.
+fn forward_kernel<T: MarchFloat>(
+    (d, f, t): (&[T], &[T], &[T]),
     dims: RayDims,
     params: &MarchParams,
-) -> Vec<T> {
+) -> (Vec<T>, Vec<T>) {
     let RayDims {
-        points, features, ..
+        rays,
+        points,
+        features,
     } = dims;
     let width = features + 2;
-    let mut out = vec![T::zero(); dims.rays * width];
-    out.par_chunks_mut(width).enumerate().for_each_init(
-        || Ray::new(points),
-        |ray, (r, o)| {
-            let (dr, tr) = (
-                &d[r * points..(r + 1) * points],
-                &t[r * points..(r + 1) * points],
-            );
-            let fr = &f[r * points * features..(r + 1) * points * features];
-            let transmittance = ray.prepare(dr, tr, params);
-            let (feat, rest) = o.split_at_mut(features);
-            let mut depth = T::zero();
-            for k in 0..points {
-                let w = ray.alpha[k] * ray.absorption(k, params.surface_thickness);
-                for (acc, &v) in feat.iter_mut().zip(&fr[k * features..(k + 1) * features]) {
-                    *acc += w * v;
-                }
-                depth += w * tr[k];
-            }
-            rest[0] = T::one() - transmittance;
-            rest[1] = depth;
-        },
-    );
-    out
+    let mut summary = vec![T::zero(); rays * width];
+    let mut weights = vec![T::zero(); rays * points];
+    summary
+        .par_chunks_mut(width)
+        .zip(weights.par_chunks_mut(points))
+        .enumerate()
+        .for_each_init(
+            || Ray::new(points, params),
+            |ray, (r, (o, w))| {
+                let tr = &t[r * points..(r + 1) * points];
+                ray.prepare(&d[r * points..(r + 1) * points], tr, params);
+                let (feat, rest) = o.split_at_mut(features);
+                let mut depth = T::zero();
+                let fr = &f[r * points * features..(r + 1) * points * features];
+                ray.ea.composite(fr, feat, |k, wk| {
+                    depth += wk * tr[k];
+                    w[k] = wk;
+                });
+                rest[0] = ray.ea.opacity();
+                rest[1] = depth;
+            },
+        );
+    (summary, weights)
 }
 
-/// Weights `w_k = α_k A_k`, `[R, P]`.
-fn weights_kernel<T: MarchFloat>(d: &[T], t: &[T], dims: RayDims, params: &MarchParams) -> Vec<T> {
-    let points = dims.points;
-    let mut out = vec![T::zero(); dims.rays * points];
-    out.par_chunks_mut(points).enumerate().for_each_init(
-        || Ray::new(points),
-        |ray, (r, o)| {
-            ray.prepare(
-                &d[r * points..(r + 1) * points],
-                &t[r * points..(r + 1) * points],
-                params,
-            );
-            for (k, w) in o.iter_mut().enumerate() {
-                *w = ray.alpha[k] * ray.absorption(k, params.surface_thickness);
-            }
-        },
-    );
-    out
+/// Validates the inputs and runs [`forward_kernel`] into CPU storages.
+fn forward_storages<T: MarchFloat>(
+    (d, f, t): (&[T], &[T], &[T]),
+    dims: RayDims,
+    params: &MarchParams,
+) -> Result<(CpuStorage, CpuStorage)> {
+    validate(d, t, dims, params)?;
+    let (summary, weights) = forward_kernel((d, f, t), dims, params);
+    Ok((
+        T::to_cpu_storage_owned(summary),
+        T::to_cpu_storage_owned(weights),
+    ))
 }
 
 /// Upstream gradients of the fused outputs: of the summary `[R, F + 2]` and/or the weights
@@ -480,11 +462,9 @@ struct Gradients<'a, T> {
 
 /// Gradients of the densities, features and lengths of every ray.
 ///
-/// With `h_k = g_f · f_k + g_depth t_k + g_{w_k}` (the gradient of `w_k`),
-/// `u_m = α_{m+s} h_{m+s}` and `S_k = u_k + q_{k+1} S_{k+1}`:
-/// `∂L/∂α_k = A_k h_k − Π_{i<k} q_i · S_k + g_opacity Π_{i≠k} (1 − α_i)`,
-/// `∂L/∂f_k = w_k g_f`, `∂L/∂t_k ∋ g_depth w_k`; for NeRF `∂α/∂σ = δ (1 − α)`,
-/// `∂α/∂δ = σ (1 − α)` and `δ` is a difference of lengths.
+/// The gradient of each weight is `h_k = g_f · f_k + g_depth t_k + g_{w_k}`, from which
+/// [`kernel::Ray::backward`] gives `∂L/∂α_k`; `∂L/∂f_k = w_k g_f`, `∂L/∂t_k ∋ g_depth w_k`; for
+/// NeRF `∂α/∂σ = δ (1 − α)`, `∂α/∂δ = σ (1 − α)` and `δ` is a difference of lengths.
 fn backward_kernel<T: MarchFloat>(
     (d, f, t): (&[T], &[T], &[T]),
     dims: RayDims,
@@ -495,8 +475,6 @@ fn backward_kernel<T: MarchFloat>(
     let RayDims {
         points, features, ..
     } = dims;
-    let shift = params.surface_thickness;
-    let one_plus_eps = T::from_f64(1.0 + params.eps);
     let no_summary = vec![T::zero(); features + 2];
     // Rays are indexed: the optional outputs are split into per-ray chunks alongside.
     let f_rows: Vec<Option<&mut [T]>> = match out.features {
@@ -513,11 +491,10 @@ fn backward_kernel<T: MarchFloat>(
         .zip(t_rows)
         .enumerate()
         .for_each_init(
-            || (Ray::new(points), vec![T::zero(); points]),
-            |(ray, h), (r, ((gd, mut gf), mut gt))| {
+            || Ray::new(points, params),
+            |ray, (r, ((gd, mut gf), mut gt))| {
                 let dr = &d[r * points..(r + 1) * points];
                 let tr = &t[r * points..(r + 1) * points];
-                let fr = &f[r * points * features..(r + 1) * points * features];
                 ray.prepare(dr, tr, params);
                 let gs = match up.summary {
                     Some(g) => &g[r * (features + 2)..(r + 1) * (features + 2)],
@@ -525,33 +502,18 @@ fn backward_kernel<T: MarchFloat>(
                 };
                 let (g_feat, g_opacity, g_depth) =
                     (&gs[..features], gs[features], gs[features + 1]);
-                for (k, hk) in h.iter_mut().enumerate() {
-                    let fk = &fr[k * features..(k + 1) * features];
-                    *hk = fk
-                        .iter()
-                        .zip(g_feat)
-                        .fold(g_depth * tr[k], |acc, (&a, &b)| acc + a * b);
+                let fr = &f[r * points * features..(r + 1) * points * features];
+                ray.ea.set_feature_gradient(fr, g_feat);
+                for (hk, &tk) in ray.ea.h.iter_mut().zip(tr) {
+                    *hk += g_depth * tk;
                 }
                 if let Some(g) = up.weights {
-                    for (hk, &gw) in h.iter_mut().zip(&g[r * points..(r + 1) * points]) {
+                    for (hk, &gw) in ray.ea.h.iter_mut().zip(&g[r * points..(r + 1) * points]) {
                         *hk += gw;
                     }
                 }
-                let mut s_next = T::zero();
-                let mut suffix_clear = T::one();
-                for k in (0..points).rev() {
-                    let u = match ray.alpha.get(k + shift) {
-                        Some(&a) => a * h[k + shift],
-                        None => T::zero(),
-                    };
-                    let s = match ray.alpha.get(k + 1) {
-                        Some(&a) => u + (one_plus_eps - a) * s_next,
-                        None => u,
-                    };
-                    let absorption = ray.absorption(k, shift);
-                    let w = ray.alpha[k] * absorption;
-                    let g_alpha = absorption * h[k] - ray.excl_q[k] * s
-                        + g_opacity * ray.excl_t[k] * suffix_clear;
+                let Ray { ea, step } = ray;
+                ea.backward(g_opacity, |k, g_alpha, w| {
                     if let Some(gf) = gf.as_deref_mut() {
                         for (g, &gfc) in gf[k * features..(k + 1) * features].iter_mut().zip(g_feat)
                         {
@@ -564,8 +526,9 @@ fn backward_kernel<T: MarchFloat>(
                             T::zero()
                         }
                         Alpha::Nerf(_) => {
-                            gd[k] = g_alpha * ray.step[k] * ray.clear[k];
-                            g_alpha * dr[k] * ray.clear[k]
+                            let clear = ea.clear[k];
+                            gd[k] = g_alpha * step[k] * clear;
+                            g_alpha * dr[k] * clear
                         }
                     };
                     if let Some(gt) = gt.as_deref_mut() {
@@ -582,9 +545,7 @@ fn backward_kernel<T: MarchFloat>(
                             gt[lo] -= g_step;
                         }
                     }
-                    s_next = s;
-                    suffix_clear *= ray.clear[k];
-                }
+                });
             },
         );
 }
@@ -597,11 +558,38 @@ fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]
     Ok(&s.as_slice::<T>()?[start..end])
 }
 
-/// The backward of both fused ops: `(densities [R, P], features [R, P, F], lengths [R, P])` →
-/// one flat buffer holding the density gradient, then (if wanted) the feature gradient, then
-/// (if wanted) the length gradient, so each is a contiguous view of it.
+/// The f32 or f64 slices of the densities, features and lengths given to a fused op, passed to
+/// `run` with the float type bound.
+macro_rules! with_march_slices {
+    ($what:literal, ($ds:expr, $dl:expr), ($fs:expr, $fl:expr), ($ts:expr, $tl:expr), |$d:ident, $f:ident, $t:ident| $body:expr) => {
+        match candle_core::backend::BackendStorage::dtype($ds) {
+            candle_core::DType::F32 => {
+                let ($d, $f, $t) = (
+                    contiguous::<f32>($ds, $dl)?,
+                    contiguous::<f32>($fs, $fl)?,
+                    contiguous::<f32>($ts, $tl)?,
+                );
+                $body
+            }
+            candle_core::DType::F64 => {
+                let ($d, $f, $t) = (
+                    contiguous::<f64>($ds, $dl)?,
+                    contiguous::<f64>($fs, $fl)?,
+                    contiguous::<f64>($ts, $tl)?,
+                );
+                $body
+            }
+            dt => bail!("{}: unsupported dtype {dt:?}", $what),
+        }
+    };
+}
+
+/// The backward of both fused ops: `(densities [..., P, 1], features [..., P, F], lengths
+/// [..., P])` → one flat buffer holding the density gradient, then (if wanted) the feature
+/// gradient, then (if wanted) the length gradient, so each is a contiguous view of it.
 struct FusedBackward {
     params: MarchParams,
+    dims: RayDims,
     summary: Option<Tensor>,
     weights: Option<Tensor>,
     want_features: bool,
@@ -609,20 +597,25 @@ struct FusedBackward {
 }
 
 impl FusedBackward {
-    fn run<T: MarchFloat>(&self, d: &[T], f: &[T], t: &[T], dims: RayDims) -> Result<CpuStorage> {
+    /// Lengths of the three parts of the output buffer.
+    fn sizes(&self) -> (usize, usize, usize) {
+        let n = self.dims.rays * self.dims.points;
+        let nf = if self.want_features {
+            n * self.dims.features
+        } else {
+            0
+        };
+        (n, nf, if self.want_lengths { n } else { 0 })
+    }
+
+    fn run<T: MarchFloat>(&self, d: &[T], f: &[T], t: &[T]) -> Result<CpuStorage> {
         let upstream = |g: &Option<Tensor>| -> Result<Option<Vec<T>>> {
             g.as_ref()
                 .map(|g| g.flatten_all()?.to_vec1::<T>())
                 .transpose()
         };
         let (summary, weights) = (upstream(&self.summary)?, upstream(&self.weights)?);
-        let n = dims.rays * dims.points;
-        let nf = if self.want_features {
-            n * dims.features
-        } else {
-            0
-        };
-        let nt = if self.want_lengths { n } else { 0 };
+        let (n, nf, nt) = self.sizes();
         let mut buf = vec![T::zero(); n + nf + nt];
         let (gd, rest) = buf.split_at_mut(n);
         let (gf, gt) = rest.split_at_mut(nf);
@@ -635,28 +628,28 @@ impl FusedBackward {
             summary: summary.as_deref(),
             weights: weights.as_deref(),
         };
-        backward_kernel((d, f, t), dims, &self.params, &up, out);
+        backward_kernel((d, f, t), self.dims, &self.params, &up, out);
         Ok(T::to_cpu_storage_owned(buf))
     }
 
-    /// Runs the op and returns the gradients (`None` where not wanted).
+    /// Runs the op and returns the gradients in the shapes of `d`, `f` and `t` (`None` where
+    /// not wanted).
     fn apply(
         self,
         d: &Tensor,
         f: &Tensor,
         t: &Tensor,
     ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
-        let (rays, points, features) = f.dims3()?;
-        let (want_f, want_t) = (self.want_features, self.want_lengths);
+        let (n, nf, nt) = self.sizes();
         let flat = d.apply_op3_no_bwd(f, t, &self)?;
-        let n = rays * points;
-        let grad_d = flat.narrow(0, 0, n)?.reshape((rays, points))?;
-        let nf = if want_f { n * features } else { 0 };
-        let grad_f = want_f
-            .then(|| flat.narrow(0, n, nf)?.reshape((rays, points, features)))
+        let grad_d = flat.narrow(0, 0, n)?.reshape(d.shape())?;
+        let grad_f = self
+            .want_features
+            .then(|| flat.narrow(0, n, nf)?.reshape(f.shape()))
             .transpose()?;
-        let grad_t = want_t
-            .then(|| flat.narrow(0, n + nf, n)?.reshape((rays, points)))
+        let grad_t = self
+            .want_lengths
+            .then(|| flat.narrow(0, n + nf, nt)?.reshape(t.shape()))
             .transpose()?;
         Ok((grad_d, grad_f, grad_t))
     }
@@ -676,42 +669,31 @@ impl CustomOp3 for FusedBackward {
         ts: &CpuStorage,
         tl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let &[rays, points, features] = fl.dims() else {
-            bail!(
-                "fused ray marcher: features must be [R, P, F], got {:?}",
-                fl.dims()
-            );
-        };
-        let dims = RayDims {
-            rays,
-            points,
-            features,
-        };
-        let out = match ds.dtype() {
-            candle_core::DType::F32 => self.run::<f32>(
-                contiguous(ds, dl)?,
-                contiguous(fs, fl)?,
-                contiguous(ts, tl)?,
-                dims,
-            )?,
-            candle_core::DType::F64 => self.run::<f64>(
-                contiguous(ds, dl)?,
-                contiguous(fs, fl)?,
-                contiguous(ts, tl)?,
-                dims,
-            )?,
-            dt => bail!("fused ray marcher: unsupported dtype {dt:?}"),
-        };
-        let n = rays * points;
-        let total = n
-            + if self.want_features { n * features } else { 0 }
-            + if self.want_lengths { n } else { 0 };
-        Ok((out, Shape::from(total)))
+        let out = with_march_slices!(
+            "fused-march-backward",
+            (ds, dl),
+            (fs, fl),
+            (ts, tl),
+            |d, f, t| self.run(d, f, t)?
+        );
+        let (n, nf, nt) = self.sizes();
+        Ok((out, Shape::from(n + nf + nt)))
     }
 }
 
-/// `(densities [R, P], features [R, P, F], lengths [R, P]) → [R, F + 2]`.
-struct FusedSummary(MarchParams);
+/// Weights computed by [`FusedSummary`]'s pass, handed to [`FusedWeights`] so that the rays
+/// are marched once.
+type WeightsHandoff = Arc<Mutex<Option<CpuStorage>>>;
+
+/// `(densities [..., P, 1], features [..., P, F], lengths [..., P]) → [..., F + 2]`; leaves
+/// the weights of the same pass in `weights`.
+struct FusedSummary {
+    params: MarchParams,
+    dims: RayDims,
+    /// `[..., F + 2]`.
+    shape: Shape,
+    weights: WeightsHandoff,
+}
 
 impl CustomOp3 for FusedSummary {
     fn name(&self) -> &'static str {
@@ -727,39 +709,16 @@ impl CustomOp3 for FusedSummary {
         ts: &CpuStorage,
         tl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let &[rays, points, features] = fl.dims() else {
-            bail!(
-                "fused ray marcher: features must be [R, P, F], got {:?}",
-                fl.dims()
-            );
-        };
-        let dims = RayDims {
-            rays,
-            points,
-            features,
-        };
-        fn run<T: MarchFloat>(
-            p: &MarchParams,
-            dims: RayDims,
-            (ds, dl): (&CpuStorage, &Layout),
-            (fs, fl): (&CpuStorage, &Layout),
-            (ts, tl): (&CpuStorage, &Layout),
-        ) -> Result<CpuStorage> {
-            let (d, f, t) = (
-                contiguous::<T>(ds, dl)?,
-                contiguous::<T>(fs, fl)?,
-                contiguous::<T>(ts, tl)?,
-            );
-            validate(d, t, dims, p)?;
-            Ok(T::to_cpu_storage_owned(summary_kernel(d, f, t, dims, p)))
-        }
-        let args = ((ds, dl), (fs, fl), (ts, tl));
-        let out = match ds.dtype() {
-            candle_core::DType::F32 => run::<f32>(&self.0, dims, args.0, args.1, args.2)?,
-            candle_core::DType::F64 => run::<f64>(&self.0, dims, args.0, args.1, args.2)?,
-            dt => bail!("fused ray marcher: unsupported dtype {dt:?}"),
-        };
-        Ok((out, Shape::from((rays, features + 2))))
+        let (dims, p) = (self.dims, &self.params);
+        let (summary, weights) = with_march_slices!(
+            "fused-march-summary",
+            (ds, dl),
+            (fs, fl),
+            (ts, tl),
+            |d, f, t| forward_storages((d, f, t), dims, p)?
+        );
+        *self.weights.lock().unwrap_or_else(|e| e.into_inner()) = Some(weights);
+        Ok((summary, self.shape.clone()))
     }
 
     fn bwd(
@@ -771,7 +730,8 @@ impl CustomOp3 for FusedSummary {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let backward = FusedBackward {
-            params: self.0,
+            params: self.params,
+            dims: self.dims,
             summary: Some(grad.clone()),
             weights: None,
             want_features: f.track_op(),
@@ -782,8 +742,13 @@ impl CustomOp3 for FusedSummary {
     }
 }
 
-/// `(densities [R, P], lengths [R, P]) → weights [R, P]`.
-struct FusedWeights(MarchParams);
+/// `(densities [..., P, 1], lengths [..., P]) → weights [..., P]`, taken from the
+/// [`FusedSummary`] pass that precedes it.
+struct FusedWeights {
+    params: MarchParams,
+    dims: RayDims,
+    precomputed: WeightsHandoff,
+}
 
 impl CustomOp2 for FusedWeights {
     fn name(&self) -> &'static str {
@@ -792,38 +757,20 @@ impl CustomOp2 for FusedWeights {
 
     fn cpu_fwd(
         &self,
-        ds: &CpuStorage,
-        dl: &Layout,
-        ts: &CpuStorage,
+        _ds: &CpuStorage,
+        _dl: &Layout,
+        _ts: &CpuStorage,
         tl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let &[rays, points] = dl.dims() else {
-            bail!(
-                "fused ray marcher: densities must be [R, P], got {:?}",
-                dl.dims()
-            );
-        };
-        let dims = RayDims {
-            rays,
-            points,
-            features: 0,
-        };
-        fn run<T: MarchFloat>(
-            p: &MarchParams,
-            dims: RayDims,
-            (ds, dl): (&CpuStorage, &Layout),
-            (ts, tl): (&CpuStorage, &Layout),
-        ) -> Result<CpuStorage> {
-            let (d, t) = (contiguous::<T>(ds, dl)?, contiguous::<T>(ts, tl)?);
-            validate(d, t, dims, p)?;
-            Ok(T::to_cpu_storage_owned(weights_kernel(d, t, dims, p)))
+        let taken = self
+            .precomputed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match taken {
+            Some(weights) => Ok((weights, tl.shape().clone())),
+            None => bail!("fused ray marcher: the weights op ran without its summary pass"),
         }
-        let out = match ds.dtype() {
-            candle_core::DType::F32 => run::<f32>(&self.0, dims, (ds, dl), (ts, tl))?,
-            candle_core::DType::F64 => run::<f64>(&self.0, dims, (ds, dl), (ts, tl))?,
-            dt => bail!("fused ray marcher: unsupported dtype {dt:?}"),
-        };
-        Ok((out, Shape::from((rays, points))))
     }
 
     fn bwd(
@@ -833,10 +780,13 @@ impl CustomOp2 for FusedWeights {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (rays, points) = d.dims2()?;
-        let no_features = Tensor::zeros((rays, points, 0), d.dtype(), d.device())?;
+        let no_features = Tensor::zeros(0, d.dtype(), d.device())?;
         let backward = FusedBackward {
-            params: self.0,
+            params: self.params,
+            dims: RayDims {
+                features: 0,
+                ..self.dims
+            },
             summary: None,
             weights: Some(grad.clone()),
             want_features: false,

@@ -261,6 +261,46 @@ fn fused_kernels_match_the_composed_ops_with_gradients() -> Result<()> {
     Ok(())
 }
 
+/// The fused ops take their inputs without reshaping them: a ray batch of several axes and
+/// strided (transposed) features must give the outputs and gradients of the flat batch.
+#[test]
+fn fused_marchers_keep_multi_axis_batches_and_strided_inputs() -> Result<()> {
+    let [d, f, t] = inputs(6, 9, 0.0, 0.9)?;
+    // Features stored [6, 2, 9] and viewed as [6, 9, 2]: not contiguous.
+    let f_strided = f.transpose(1, 2)?.contiguous()?.transpose(1, 2)?;
+    assert!(!f_strided.is_contiguous());
+    for (marcher, _) in marchers_with_references() {
+        let run = |d: &Tensor, f: &Tensor, t: &Tensor| -> Result<[Tensor; 3]> {
+            let (dv, fv) = (Var::from_tensor(d)?, Var::from_tensor(f)?);
+            let out = marcher.march(dv.as_tensor(), fv.as_tensor(), t)?;
+            let flat = all_outputs(out)?;
+            let grads = flat.sqr()?.sum_all()?.backward()?;
+            let grad = |v: &Var| -> Result<Tensor> {
+                match grads.get(v.as_tensor()) {
+                    Some(g) => g.flatten_all(),
+                    None => v.as_tensor().zeros_like()?.flatten_all(),
+                }
+            };
+            Ok([flat, grad(&dv)?, grad(&fv)?])
+        };
+        let flat = run(&d, &f_strided, &t)?;
+        let batched = run(
+            &d.reshape((2, 3, 9, 1))?,
+            &f.reshape((2, 3, 9, 2))?,
+            &t.reshape((2, 3, 9))?,
+        )?;
+        for (what, a, b) in [
+            ("outputs", &flat[0], &batched[0]),
+            ("grad d", &flat[1], &batched[1]),
+            ("grad f", &flat[2], &batched[2]),
+        ] {
+            let diff = (a - b)?.abs()?.max(0)?.to_scalar::<f64>()?;
+            assert!(diff <= 1e-12, "{what}: the [2, 3] batch differs by {diff}");
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn an_opaque_sample_takes_all_the_weight() -> Result<()> {
     let dev = Device::Cpu;
