@@ -9,12 +9,20 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod convert;
+mod dataset;
+mod dataset_voxels;
 mod dense;
 mod eval;
 mod info;
+mod mesh;
 mod model;
 mod render;
+mod render_field;
 mod sdf;
+mod train;
+mod train_deepsdf;
+mod train_nerf;
+mod train_plenoxels;
 mod vdb;
 
 /// vnr: voxel neural rendering.
@@ -47,6 +55,14 @@ enum Command {
     Render(render::RenderArgs),
     /// Signed distances from meshes (DeepSDF training samples).
     Sdf(sdf::SdfArgs),
+    /// Train a model from a config file (DeepSDF's specs.json, Plenoxels).
+    Train(train::TrainArgs),
+    /// Generate datasets from procedural scenes.
+    Dataset(dataset::DatasetArgs),
+    /// Extract a mesh from a trained implicit model (DeepSDF decoder + latent code).
+    Mesh(mesh::MeshArgs),
+    /// Render a trained radiance field (a Plenoxel checkpoint) to PNG or a turntable GIF.
+    RenderField(render_field::RenderFieldArgs),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -57,6 +73,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(args) => model::run(&args),
         Command::Render(args) => render::run(&args),
         Command::Sdf(args) => sdf::run(&args),
+        Command::Train(args) => train::run(&args),
+        Command::Dataset(args) => dataset::run(&args),
+        Command::Mesh(args) => mesh::run(&args),
+        Command::RenderField(args) => render_field::run(&args),
     }
 }
 

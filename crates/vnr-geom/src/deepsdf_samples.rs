@@ -41,7 +41,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 use vnr_formats::mesh::{MeshError, MeshFormat, TriangleMesh};
-use vnr_formats::npz::{write_npz, NpyArray, NpyData, NpzError};
+use vnr_formats::npz::{write_npz, NpyArray, NpyData, NpzError, NpzReader};
 use vnr_formats::vdb::{write_vdb, DenseSamples, Grid, Transform, VdbError, WriteOptions};
 
 use crate::bvh::GeometryError;
@@ -95,6 +95,14 @@ pub enum SamplingError {
     /// Two meshes in one directory share a file stem, so their outputs would collide.
     #[error("{0}: another mesh with the same name stem was already sampled")]
     DuplicateStem(PathBuf),
+    /// A samples file is readable but not in DeepSDF's layout.
+    #[error("{path}: {problem}")]
+    BadSamplesFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// How many samples of each kind to draw.
@@ -196,6 +204,68 @@ impl SdfSamples {
         write_npz(path, &[(POS_KEY, &pos), (NEG_KEY, &neg)], false)?;
         Ok(())
     }
+}
+
+/// `(pos, neg)` rows `x, y, z, sdf`.
+pub type SampleRows = (Vec<[f32; 4]>, Vec<[f32; 4]>);
+
+/// Reads DeepSDF's samples `.npz`: `(pos, neg)` rows `x, y, z, sdf` (float32 or float64
+/// `[N, 4]`; other arrays are ignored). Errors name the file and the problem: a missing key, a
+/// wrong shape or dtype, a non-finite value, or a positive row with `sdf ≤ 0` (and the reverse).
+pub fn read_samples_npz(path: impl AsRef<Path>) -> Result<SampleRows, SamplingError> {
+    let path = path.as_ref();
+    let bad = |problem: String| SamplingError::BadSamplesFile {
+        path: path.to_owned(),
+        problem,
+    };
+    let mut npz = NpzReader::open(path)?;
+    let mut rows = |key: &str| -> Result<Vec<[f32; 4]>, SamplingError> {
+        if !npz.keys().iter().any(|k| k == key) {
+            return Err(bad(format!("no '{key}' array (keys: {:?})", npz.keys())));
+        }
+        let array = npz.array(key)?;
+        let shape = array.shape().to_vec();
+        if shape.len() != 2 || shape[1] != 4 {
+            return Err(bad(format!(
+                "'{key}' has shape {shape:?}, expected [N, 4] rows x, y, z, sdf"
+            )));
+        }
+        let values: Vec<f32> = match array.into_data() {
+            NpyData::F32(v) => v,
+            NpyData::F64(v) => v.into_iter().map(|x| x as f32).collect(),
+            other => {
+                return Err(bad(format!(
+                    "'{key}' has dtype {}, expected float32 or float64",
+                    other.dtype().name()
+                )))
+            }
+        };
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "'{key}' row {} holds a non-finite value",
+                i / 4
+            )));
+        }
+        Ok(values
+            .chunks_exact(4)
+            .map(|r| [r[0], r[1], r[2], r[3]])
+            .collect())
+    };
+    let pos = rows(POS_KEY)?;
+    let neg = rows(NEG_KEY)?;
+    if let Some(i) = pos.iter().position(|r| r[3] < 0.0) {
+        return Err(bad(format!(
+            "'pos' row {i} has a negative sdf {}",
+            pos[i][3]
+        )));
+    }
+    if let Some(i) = neg.iter().position(|r| r[3] > 0.0) {
+        return Err(bad(format!(
+            "'neg' row {i} has a positive sdf {}",
+            neg[i][3]
+        )));
+    }
+    Ok((pos, neg))
 }
 
 fn rows_array(rows: &[[f32; 4]]) -> Result<NpyArray, NpzError> {

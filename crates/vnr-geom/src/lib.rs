@@ -10,6 +10,7 @@
 //! | [`deepsdf_samples`] | DeepSDF's SDF samples (`pos`/`neg` `.npz`) for one mesh or a directory |
 //! | [`voxelize`] | mesh → surface or solid occupancy, written as binvox or VDB |
 //! | [`marching_cubes`] | watertight marching cubes on dense grids and sparse VDB level sets |
+//! | [`procedural`] | analytic tori, capsules, rounded boxes and CSG blends, shape families, their meshes |
 //! | [`metrics`] | chamfer distance as DeepSDF evaluates it, Hausdorff, normal consistency |
 
 pub mod bvh;
@@ -17,6 +18,7 @@ pub mod deepsdf_samples;
 pub mod marching_cubes;
 pub mod metrics;
 pub mod normalize;
+pub mod procedural;
 pub mod signed_distance;
 pub mod voxelize;
 pub mod winding;

@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use vnr_formats::mesh::TriangleMesh;
-use vnr_formats::npz::{write_npz, NpyArray, NpyData, NpzError};
+use vnr_formats::npz::{read_npz, write_npz, NpyArray, NpyData, NpzError};
 
 /// DeepSDF's radius buffer: the farthest vertex ends up at `1 / 1.03`.
 pub const DEEPSDF_BUFFER: f32 = 1.03;
@@ -40,9 +40,17 @@ pub enum NormalizeError {
     /// `buffer` must be positive and finite.
     #[error("normalisation buffer {0} must be positive and finite")]
     BadBuffer(f32),
-    /// Writing the parameters failed.
+    /// Reading or writing the parameters failed.
     #[error(transparent)]
     Npz(#[from] NpzError),
+    /// A normalisation file lacks `offset [3]` / `scale [1]` or holds a bad value.
+    #[error("{path}: {problem}")]
+    BadFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// `normalised = (x + offset) · scale`.
@@ -141,6 +149,42 @@ impl Normalization {
         let [(ok, offset), (sk, scale)] = self.to_arrays()?;
         write_npz(path, &[(ok, &offset), (sk, &scale)], false)?;
         Ok(())
+    }
+
+    /// Reads DeepSDF's normalisation `.npz` (`offset` 3 values, `scale` 1 value, float32 or
+    /// float64); the scale must be positive and everything finite.
+    pub fn read_npz(path: impl AsRef<Path>) -> Result<Self, NormalizeError> {
+        let path = path.as_ref();
+        let bad = |problem: String| NormalizeError::BadFile {
+            path: path.to_owned(),
+            problem,
+        };
+        let arrays = read_npz(path)?;
+        let values = |key: &str, len: usize| -> Result<Vec<f32>, NormalizeError> {
+            let array = arrays
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, a)| a)
+                .ok_or_else(|| bad(format!("no '{key}' array")))?;
+            let v: Vec<f32> = match array.data() {
+                NpyData::F32(v) => v.clone(),
+                NpyData::F64(v) => v.iter().map(|&x| x as f32).collect(),
+                _ => return Err(bad(format!("'{key}' must be float32 or float64"))),
+            };
+            if v.len() != len || v.iter().any(|x| !x.is_finite()) {
+                return Err(bad(format!("'{key}' must hold {len} finite values")));
+            }
+            Ok(v)
+        };
+        let offset = values(OFFSET_KEY, 3)?;
+        let scale = values(SCALE_KEY, 1)?[0];
+        if scale <= 0.0 {
+            return Err(bad(format!("scale {scale} must be positive")));
+        }
+        Ok(Self {
+            offset: [offset[0], offset[1], offset[2]],
+            scale,
+        })
     }
 }
 

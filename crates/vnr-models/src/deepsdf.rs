@@ -330,6 +330,13 @@ impl DecoderLinear {
         }
     }
 
+    fn device(&self) -> &candle_core::Device {
+        match self {
+            Self::Plain(l) => l.weight().device(),
+            Self::WeightNorm(l) => l.weight_v().device(),
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             Self::Plain(_) => "Linear",
@@ -398,6 +405,12 @@ impl DeepSdfDecoder {
     /// The configuration.
     pub fn config(&self) -> &DeepSdfConfig {
         &self.cfg
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &candle_core::Device {
+        // `validate` guarantees at least one layer.
+        self.linears[0].device()
     }
 
     /// Restarts the dropout masks from `seed`.

@@ -3,8 +3,14 @@
 //! | module | model |
 //! |---|---|
 //! | [`convdeconv`] | VoxelNeuralRender's ConvDeconv (v001) and a U-Net-style v002 |
+//! | [`convdeconv_train`] | ConvDeconv as a trainer model (L1, Adam 3e-4) |
+//! | [`rendernet_train`] | RenderNet as a trainer model (patch crops, BCE/MSE, Adam β1 0.5 with staircase decay) |
 //! | [`rendernet`] | RenderNet's shader network, its losses and its Phong shading of normal maps |
 //! | [`deepsdf`] | DeepSDF's decoder and its latent code table |
+//! | [`deepsdf_training`] | DeepSDF's auto-decoder training, latent reconstruction and meshing |
+//! | [`nerf`] | PyTorch3D's NeRF tutorial model (and the paper's density form) as a render `Field` |
+//! | [`nerf_train`] | fitting a NeRF to posed images with the trainer, held-out evaluation |
+//! | [`generated`] | generated voxel→image datasets (procedural shapes, RenderNet and ConvDeconv layouts) |
 //! | [`summary`] | torchinfo-style layer summaries |
 //! | [`config`] | reading configurations: JSON of the config structs, DeepSDF `specs.json`, RenderNet config JSON |
 //! | [`layers`] | shared blocks: TF "SAME" convolutions, cropped transposed convolutions, seeded dropout |
@@ -17,9 +23,15 @@
 
 pub mod config;
 pub mod convdeconv;
+pub mod convdeconv_train;
 pub mod deepsdf;
+pub mod deepsdf_training;
+pub mod generated;
 pub mod layers;
+pub mod nerf;
+pub mod nerf_train;
 pub mod rendernet;
+pub mod rendernet_train;
 pub mod summary;
 
 pub use config::ConfigError;

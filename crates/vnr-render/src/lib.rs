@@ -15,6 +15,7 @@
 //! | [`renderer`] | the volume/implicit renderer: any field, any marcher, chunked over rays |
 //! | [`plenoxels`] | svox2 Plenoxel grids: checkpoints, spherical harmonics, sparse trilinear rendering |
 //! | [`mod@reference`] | the deterministic ray caster that renders ground-truth images for datasets |
+//! | [`scenes`] | procedural coloured scenes rendered into posed multi-view datasets |
 //! | [`rendernet`] | RenderNet's camera pose and its voxel-to-camera resampling |
 
 pub mod cameras;
@@ -27,5 +28,6 @@ pub mod reference;
 pub mod renderer;
 pub mod rendernet;
 pub mod samplers;
+pub mod scenes;
 pub mod splat;
 pub mod volumes;

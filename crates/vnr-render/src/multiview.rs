@@ -192,6 +192,9 @@ pub struct MultiViewDataset {
     pub intrinsics: Intrinsics,
     /// Frame paths as written in the JSON (relative to the dataset root).
     pub file_paths: Vec<String>,
+    /// The colour `images` were composited on where `alpha < 1` (white unless read with another;
+    /// [`MultiViewDataset::write_blender`] undoes the compositing with it to write RGBA).
+    pub background: [f32; 3],
     /// Rows of `camera_to_world` (upper 3×4), kept in f64 for ray generation.
     poses: Vec<[[f64; 4]; 3]>,
     /// `images` flattened, `N·H·W·3`, for ray sampling without tensor indexing.
@@ -199,9 +202,10 @@ pub struct MultiViewDataset {
 }
 
 impl MultiViewDataset {
-    /// A dataset from tensors: `images [N, H, W, 3]`, optional `alpha [N, H, W, 1]`,
-    /// `camera_to_world [N, 4, 4]` and intrinsics matching `H`, `W`. File paths default to
-    /// the Blender names `./{split}/r_{i}`.
+    /// A dataset from tensors: `images [N, H, W, 3]` (composited on a white background where
+    /// `alpha < 1`; set [`MultiViewDataset::background`] otherwise), optional
+    /// `alpha [N, H, W, 1]`, `camera_to_world [N, 4, 4]` and intrinsics matching `H`, `W`.
+    /// File paths default to the Blender names `./{split}/r_{i}`.
     pub fn new(
         split: Split,
         images: Tensor,
@@ -259,6 +263,7 @@ impl MultiViewDataset {
             file_paths: (0..n)
                 .map(|i| format!("./{}/r_{i}", split.as_str()))
                 .collect(),
+            background: [1.0; 3],
             images,
             camera_to_world,
             intrinsics,
@@ -314,7 +319,9 @@ impl MultiViewDataset {
         let loaded = load_frames(root, &path, &parsed, background, None)?;
         let intrinsics =
             Intrinsics::from_camera_angle_x(camera_angle_x, loaded.width, loaded.height);
-        loaded.into_dataset(split, intrinsics, parsed)
+        let mut dataset = loaded.into_dataset(split, intrinsics, parsed)?;
+        dataset.background = background;
+        Ok(dataset)
     }
 
     /// Reads a nerfstudio `transforms.json` (the file itself, or a directory holding it). With
@@ -383,13 +390,17 @@ impl MultiViewDataset {
         };
         let size = (intrinsics.width, intrinsics.height);
         let loaded = load_frames(&root, &path, &parsed, background, Some(size))?;
-        loaded.into_dataset(split, intrinsics, parsed)
+        let mut dataset = loaded.into_dataset(split, intrinsics, parsed)?;
+        dataset.background = background;
+        Ok(dataset)
     }
 
     /// Writes this split in the NeRF-synthetic layout under `root`: `transforms_{split}.json`
     /// (`camera_angle_x`, frames with `file_path` and `transform_matrix`) and one PNG per frame
-    /// at its `file_path` (`.png` added when absent). Frames are written as RGB (composited):
-    /// the PNG writer of `vnr-formats` has no RGBA output. Every file is written atomically.
+    /// at its `file_path` (`.png` added when absent). With `alpha`, frames are 8-bit RGBA whose
+    /// colour is `images` un-composited from [`MultiViewDataset::background`] (as Blender
+    /// writes them, so reading back on the same background gives `images` again, up to 8-bit
+    /// rounding); without, composited RGB. Every file is written atomically.
     /// Fails when the intrinsics are not Blender's (see [`Intrinsics::camera_angle_x`]).
     pub fn write_blender(&self, root: impl AsRef<Path>) -> Result<(), MultiViewError> {
         let root = root.as_ref();
@@ -402,6 +413,11 @@ impl MultiViewDataset {
             ))
         })?;
         let (n, h, w) = (self.len(), self.intrinsics.height, self.intrinsics.width);
+        let alpha: Option<Vec<f32>> = self
+            .alpha
+            .as_ref()
+            .map(|a| a.flatten_all().and_then(|a| a.to_vec1()))
+            .transpose()?;
         let mut frames = Vec::with_capacity(n);
         for (i, file_path) in self.file_paths.iter().enumerate() {
             let image_path = root.join(with_png_extension(file_path));
@@ -412,17 +428,23 @@ impl MultiViewDataset {
                 })?;
             }
             let frame_len = h * w * 3;
-            let data = self.pixels[i * frame_len..(i + 1) * frame_len].to_vec();
-            let image = ImageF32::new(w, h, 3, data).map_err(|source| MultiViewError::Image {
-                path: image_path.clone(),
-                source,
-            })?;
-            image
-                .write_png(&image_path)
-                .map_err(|source| MultiViewError::Image {
-                    path: image_path.clone(),
-                    source,
-                })?;
+            let colours = &self.pixels[i * frame_len..(i + 1) * frame_len];
+            match &alpha {
+                Some(alpha) => write_rgba_png(
+                    &image_path,
+                    w,
+                    h,
+                    colours,
+                    &alpha[i * h * w..(i + 1) * h * w],
+                    self.background,
+                )?,
+                None => ImageF32::new(w, h, 3, colours.to_vec())
+                    .and_then(|image| image.write_png(&image_path))
+                    .map_err(|source| MultiViewError::Image {
+                        path: image_path.clone(),
+                        source,
+                    })?,
+            }
             let matrix: Vec<Vec<f64>> = self.poses[i]
                 .iter()
                 .map(|row| row.to_vec())
@@ -598,6 +620,51 @@ pub fn orbit_camera_to_world(
         &Tensor::zeros((1, 2), DType::F32, &dev)?,
     )?;
     Ok(blender_from_cameras(&cameras, ImageSize::new(2, 2))?.0)
+}
+
+/// Writes an 8-bit RGBA PNG atomically: colour `composited` (`[H·W·3]`) un-composited from
+/// `background` with `alpha` (`[H·W]`), colour 0 where `alpha = 0`.
+fn write_rgba_png(
+    path: &Path,
+    width: usize,
+    height: usize,
+    composited: &[f32],
+    alpha: &[f32],
+    background: [f32; 3],
+) -> Result<(), MultiViewError> {
+    let quantize = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    let mut bytes = Vec::with_capacity(width * height * 4);
+    for (rgb, &a) in composited.chunks_exact(3).zip(alpha) {
+        for (&c, bg) in rgb.iter().zip(background) {
+            let straight = if a > 0.0 {
+                (c - bg * (1.0 - a)) / a
+            } else {
+                0.0
+            };
+            bytes.push(quantize(straight));
+        }
+        bytes.push(quantize(a));
+    }
+    let io = |source| MultiViewError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let size =
+        |v: usize| u32::try_from(v).map_err(|_| io(std::io::Error::other("PNG sizes are 32-bit")));
+    let (w, h) = (size(width)?, size(height)?);
+    let png_io = |e: png::EncodingError| match e {
+        png::EncodingError::IoError(e) => e,
+        other => std::io::Error::other(other),
+    };
+    write_atomically(path, |out| {
+        let mut encoder = png::Encoder::new(&mut *out, w, h);
+        encoder.set_color(png::ColorType::Rgba);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(png_io)?;
+        writer.write_image_data(&bytes).map_err(png_io)?;
+        writer.finish().map_err(png_io)
+    })
+    .map_err(io)
 }
 
 /// One frame entry of a transforms file.

@@ -24,6 +24,7 @@
 
 use candle_core::{Device, Tensor, Var};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
 use super::render::RenderOptions;
 use super::resample::PruneOptions;
@@ -34,7 +35,8 @@ use crate::multiview::{MultiViewDataset, RayBatch};
 /// svox2's `get_expon_lr_func`: a log-linear decay from `initial` to `last` over
 /// `decay_steps`, multiplied during the first `delay_steps` by a warm-up rising from
 /// `delay_mult` to 1 along `sin(π/2 · step / delay_steps)`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LrSchedule {
     /// Learning rate at step 0 (before the warm-up factor).
     pub initial: f64,
@@ -67,7 +69,8 @@ impl LrSchedule {
 
 /// Settings of a Plenoxel fit; `Default` is svox2's `opt.py` (NeRF-synthetic scale: 256³ then
 /// 512³, 128,000 steps), far beyond a CPU's reach: CPU runs set smaller resolutions and steps.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct OptimizeConfig {
     /// Resolutions, coarse to fine; the fit starts dense at the first.
     pub resolutions: Vec<[usize; 3]>,
@@ -151,6 +154,30 @@ impl Default for OptimizeConfig {
 }
 
 impl OptimizeConfig {
+    /// svox2's optimiser at CPU scale, for 128×128 views of an object inside the unit box:
+    /// 64³ for 1,000 steps, then 128³ (pruned) for 2,000 more, 5,000 rays per step, svox2's
+    /// learning rates, TV weights and RMSProp, with the density warm-up and both decays
+    /// shortened in proportion to the run.
+    pub fn cpu_128() -> Self {
+        let steps = 3000;
+        let defaults = Self::default();
+        Self {
+            resolutions: vec![[64; 3], [128; 3]],
+            upsample_every: 1000,
+            steps,
+            lr_density: LrSchedule {
+                delay_steps: 300,
+                decay_steps: 2 * steps,
+                ..defaults.lr_density
+            },
+            lr_sh: LrSchedule {
+                decay_steps: 2 * steps,
+                ..defaults.lr_sh
+            },
+            ..defaults
+        }
+    }
+
     fn validate(&self) -> Result<(), PlenoxelError> {
         let bad = |what: String| Err(PlenoxelError::BadConfig(what));
         if self.resolutions.is_empty() {

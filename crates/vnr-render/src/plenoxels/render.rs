@@ -20,7 +20,8 @@ use crate::field::{Field, FieldSamples};
 use crate::rays::RayBundle;
 
 /// svox2's `RenderOptions` for the `cuvol` backend, with its defaults.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RenderOptions {
     /// Distance between samples, in voxels (svox2: "1 = 1 voxel width").
     pub step_size: f32,

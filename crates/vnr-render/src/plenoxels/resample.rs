@@ -10,7 +10,8 @@ use super::sh::{num_bases, SH_C0};
 use super::{check_box, PlenoxelError, PlenoxelGrid};
 
 /// Which voxels [`PlenoxelGrid::resample`] keeps.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PruneOptions {
     /// Voxels whose resampled density is `≤` this are dropped (svox2's `density_thresh`,
     /// used by its `thresh_type = "sigma"`). `f32::NEG_INFINITY` keeps every voxel.

@@ -217,7 +217,7 @@ fn surface_pixel(
     };
     let is_object = hit.kind == HitKind::Object;
     let albedo = if is_object {
-        scene.phong.albedo
+        tracer.object_phong(hit.point).albedo
     } else {
         scene.ground.unwrap_or_default().albedo
     };

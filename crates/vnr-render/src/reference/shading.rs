@@ -265,7 +265,8 @@ impl<'a> Tracer<'a> {
             };
             return self.phong(ray, hit, &phong);
         }
-        let local = || self.phong(ray, hit, &scene.phong);
+        let phong = self.object_phong(hit.point);
+        let local = || self.phong(ray, hit, &phong);
         if bounces >= scene.max_bounces {
             return local();
         }
@@ -306,8 +307,16 @@ impl<'a> Tracer<'a> {
                     dir: refracted_dir,
                 };
                 let transmitted = self.trace(&refracted, bounces + 1);
-                reflected() * fresnel + transmitted.mul_elem(scene.phong.albedo) * (1.0 - fresnel)
+                reflected() * fresnel + transmitted.mul_elem(phong.albedo) * (1.0 - fresnel)
             }
+        }
+    }
+
+    /// The scene's Phong coefficients with the surface's own colour at `p`, if it has one.
+    pub(crate) fn object_phong(&self, p: Vec3) -> Phong {
+        Phong {
+            albedo: self.surface.albedo_at(p).unwrap_or(self.scene.phong.albedo),
+            ..self.scene.phong
         }
     }
 

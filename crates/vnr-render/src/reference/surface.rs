@@ -23,6 +23,11 @@ pub trait Surface: Send + Sync {
     fn bounds(&self) -> Aabb;
     /// The first crossing of the surface by `ray` with `t_min ≤ t ≤ t_max`, entering or leaving.
     fn intersect(&self, ray: &Ray, t_min: f64, t_max: f64) -> Option<SurfaceHit>;
+    /// The base colour at surface point `p` when the surface carries its own colours (a scene
+    /// of coloured shapes); `None` uses the scene's [`super::Phong::albedo`].
+    fn albedo_at(&self, _p: Vec3) -> Option<Vec3> {
+        None
+    }
 }
 
 /// Bisection/regula-falsi iterations when refining a root inside one cell: the bracket shrinks
