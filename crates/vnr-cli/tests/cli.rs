@@ -1,25 +1,12 @@
 //! End-to-end tests of the `vnr` binary: output, exit codes, and conversions that round trip.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
+use std::path::{Path, PathBuf};
+
+use support::{stderr, stdout, vnr_mixed as vnr};
 use vnr_formats::binvox::{BinvoxGrid, BinvoxVersion};
 use vnr_formats::testing::fixture;
-
-fn vnr(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vnr"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("the vnr binary runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 fn info_json(path: &Path) -> serde_json::Value {
     let out = vnr(&[&"info", &"--json", &path]);

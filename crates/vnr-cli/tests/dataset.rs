@@ -1,18 +1,8 @@
 //! `vnr dataset gen multiview`, driven through the built binary.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod support;
 
-fn vnr(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vnr"))
-        .args(args)
-        .output()
-        .expect("the vnr binary runs")
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
-}
+use support::{path_str, vnr};
 
 #[test]
 fn multiview_writes_the_nerf_synthetic_layout() {

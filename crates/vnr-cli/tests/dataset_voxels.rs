@@ -1,21 +1,12 @@
 //! `vnr dataset gen rendernet|convdeconv` through the built binary, at tiny sizes.
 
-use std::path::Path;
-use std::process::Command;
+mod support;
 
+use std::path::Path;
+
+use support::{path_str, vnr};
 use vnr_formats::binvox::BinvoxGrid;
 use vnr_formats::dataset::{ChunkedDataset, DatasetConfig};
-
-fn vnr(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vnr"))
-        .args(args)
-        .output()
-        .expect("the vnr binary runs")
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
-}
 
 /// Shapes of a batch: inputs, targets, and each extra field by name.
 type BatchDims = (Vec<usize>, Vec<usize>, Vec<(String, Vec<usize>)>);

@@ -1,20 +1,16 @@
 //! `vnr convert` between meshes and grids (voxeliser, marching cubes) and `vnr eval chamfer`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use support::vnr_mixed as vnr;
 use vnr_formats::binvox::{BinvoxGrid, BinvoxVersion};
 use vnr_formats::mesh::TriangleMesh;
 use vnr_formats::npz::{write_npz, NpyArray, NpyData};
 use vnr_formats::testing::fixture;
 use vnr_formats::vdb::{read_vdb, GridClass};
-
-fn vnr(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vnr"))
-        .args(args.iter().map(|a| a.as_ref()))
-        .output()
-        .expect("the vnr binary runs")
-}
 
 fn assert_ok(out: &Output) {
     assert!(

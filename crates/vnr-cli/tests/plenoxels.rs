@@ -1,31 +1,10 @@
 //! `vnr train plenoxels` and `vnr render-field`, driven through the built binary on a tiny
 //! generated dataset.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod support;
 
+use support::{ok, path_str, vnr};
 use vnr_formats::image::{read_gif, ImageF32};
-
-fn vnr(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vnr"))
-        .args(args)
-        .output()
-        .expect("the vnr binary runs")
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
-}
-
-fn ok(run: &Output) -> String {
-    assert!(
-        run.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    String::from_utf8_lossy(&run.stdout).into_owned()
-}
 
 const TINY: &str = r#"
 data = "scene"
