@@ -542,7 +542,17 @@ pub fn rendernet_view(
         elevation_deg: draw(&mut rng, cfg.elevation_deg).round(),
         radius: (draw(&mut rng, cfg.radius) * 10.0).round() / 10.0,
     };
-    let camera = rendernet_camera(&pose, cfg.voxel_size, cfg.resampled_size, cfg.image_size)?;
+    Ok((pose, render_rendernet_pose(cfg, sdf, &pose)?))
+}
+
+/// The target image (`[R, R, C]`, values in `[0, 1]`) of `sdf` seen from `pose`, rendered as
+/// the dataset's samples are (camera [`rendernet_camera`], light fixed to the camera).
+pub fn render_rendernet_pose(
+    cfg: &RenderNetGenConfig,
+    sdf: &Sdf,
+    pose: &RenderNetPose,
+) -> Result<ImageF32> {
+    let camera = rendernet_camera(pose, cfg.voxel_size, cfg.resampled_size, cfg.image_size)?;
     // From the viewer's upper left, fixed to the camera.
     let towards = (camera.up * 0.6 - camera.right * 0.6 - camera.forward).normalized();
     let scene = surface_scene(sdf.clone(), Light::Directional { towards });
@@ -566,7 +576,7 @@ pub fn rendernet_view(
             frame.normal.ok_or(RenderError::MissingOutput("normal"))?
         }
     };
-    Ok((pose, clamp_unit(image)))
+    Ok(clamp_unit(image))
 }
 
 /// Sample `index` of a RenderNet dataset with its voxel grid (regenerated alone, as

@@ -14,20 +14,30 @@
 //!
 //! [`train_config`] is the original's optimiser: Adam with β1 = 0.5 and a learning rate decayed
 //! by 0.96 every `decay_steps` steps, staircase.
+//!
+//! [`Experiment`] is a whole small run on generated shapes, shared by `vnr demo` and the
+//! `rendernet` example: generate the dataset (one chunk held out), train, measure the
+//! held-out PSNR against the mean-image baseline, and render a turntable of a new shape.
+
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use vnr_formats::dataset::Batch;
+use serde::{Deserialize, Serialize};
+use vnr_formats::dataset::{Batch, ChunkedDataset, DatasetConfig, ValidationSplit};
 use vnr_formats::image::ImageF32;
-use vnr_render::rendernet::{resample_to_camera, ResampleConfig};
+use vnr_render::rendernet::{resample_to_camera, RenderNetPose, ResampleConfig};
 use vnr_train::config::TrainConfig;
 use vnr_train::metrics::psnr;
 use vnr_train::originals;
 use vnr_train::{Model, StepOutput, TrainError};
 
-use crate::generated::POSES_FIELD;
+use crate::generated::{
+    render_rendernet_pose, rendernet_shape, write_rendernet, GenError, RenderNetGenConfig,
+    POSES_FIELD,
+};
 use crate::rendernet::{align_to_image, bce_loss, mse_loss, RenderNet, RenderNetConfig};
 
 /// Result with the trainer's error.
@@ -213,4 +223,299 @@ pub fn train_config(
     config.steps = Some(steps);
     config.validate()?;
     Ok(config)
+}
+
+/// An error of an [`Experiment`]: generating its data or training.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    /// Generating the dataset or a reference render failed.
+    #[error(transparent)]
+    Generate(#[from] GenError),
+    /// Training, evaluation or reading the dataset failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+}
+
+/// A whole small RenderNet run on procedural shapes: the dataset to generate (`shapes` ×
+/// `views_per_shape` samples in chunks of `samples_per_chunk`, the last chunk held out), the
+/// model, and the training ([`train_config`] with these values). `Default`: the
+/// [`RenderNetConfig::small`] model, 80 shapes × 4 views in chunks of 32 (32 held out), 300
+/// steps of batches of 4 at 1e-3 (decay every 200 steps), 32³ → 64² patches, seed 1: about
+/// 29 dB held-out PSNR against a 23.9 dB mean-image baseline (`vnr demo`, under 5 minutes on
+/// 2 cores).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Experiment {
+    /// The network.
+    pub model: RenderNetConfig,
+    /// Shapes to generate.
+    pub shapes: usize,
+    /// Views rendered per shape.
+    pub views_per_shape: usize,
+    /// Samples per chunk file; the last chunk is the held-out (validation) set.
+    pub samples_per_chunk: usize,
+    /// Training steps.
+    pub steps: u64,
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Initial learning rate.
+    pub learning_rate: f64,
+    /// Steps between the staircase decays (×0.96).
+    pub decay_steps: u64,
+    /// Voxel crop side for training (`None`: whole images).
+    pub patch: Option<usize>,
+    /// Seed of the data, the crops and the batches (the weight initialisation is candle's
+    /// unseeded CPU generator).
+    pub seed: u64,
+}
+
+impl Default for Experiment {
+    fn default() -> Self {
+        Self {
+            model: RenderNetConfig::small(),
+            shapes: 80,
+            views_per_shape: 4,
+            samples_per_chunk: 32,
+            steps: 300,
+            batch_size: 4,
+            learning_rate: 1e-3,
+            decay_steps: 200,
+            patch: Some(32),
+            seed: 1,
+        }
+    }
+}
+
+impl Experiment {
+    /// The dataset generator's settings (sizes from the model).
+    pub fn gen_config(&self) -> RenderNetGenConfig {
+        RenderNetGenConfig {
+            count: self.shapes * self.views_per_shape,
+            views_per_shape: self.views_per_shape,
+            samples_per_chunk: self.samples_per_chunk,
+            seed: self.seed,
+            ..RenderNetGenConfig::for_model(&self.model)
+        }
+    }
+
+    /// Generates the dataset into `dir` (`progress`: samples done) and opens it with the last
+    /// chunk held out. Needs at least two chunks.
+    pub fn generate(
+        &self,
+        dir: &Path,
+        progress: impl FnMut(usize),
+    ) -> std::result::Result<ChunkedDataset, ExperimentError> {
+        let gen = self.gen_config();
+        if gen.count <= gen.samples_per_chunk {
+            return Err(GenError::Config(format!(
+                "{} samples in chunks of {} leave nothing to train on beside the held-out chunk",
+                gen.count, gen.samples_per_chunk
+            ))
+            .into());
+        }
+        write_rendernet(&gen, dir, progress)?;
+        let data = ChunkedDataset::open(
+            dir,
+            DatasetConfig {
+                batch_size: self.batch_size,
+                validation: ValidationSplit::Chunks(1),
+                seed: self.seed,
+                ..DatasetConfig::default()
+            },
+        )
+        .map_err(TrainError::from)?;
+        Ok(data)
+    }
+
+    /// A freshly initialised model on the CPU.
+    pub fn model(&self) -> Result<RenderNetModel> {
+        RenderNetModel::new(self.model.clone(), self.patch, &Device::Cpu)
+    }
+
+    /// The trainer's settings: [`train_config`], validating once at the end.
+    pub fn train_config(&self) -> Result<TrainConfig> {
+        if self.steps == 0 {
+            return Err(TrainError::Config(
+                "an experiment needs at least 1 step".into(),
+            ));
+        }
+        let mut config = train_config(
+            self.steps,
+            self.batch_size,
+            self.learning_rate,
+            self.decay_steps,
+        )?;
+        config.validate_every = Some(self.steps);
+        config.seed = self.seed;
+        Ok(config)
+    }
+
+    /// A shape the dataset does not contain (the first after its last), for a turntable.
+    pub fn unseen_shape(&self) -> usize {
+        self.shapes
+    }
+}
+
+/// The mean-image baseline: the mean PSNR over the held-out images of the mean training
+/// image (what a network that ignores its input at best achieves, by the MSE).
+pub fn mean_image_baseline(data: &ChunkedDataset) -> Result<f64> {
+    let mut sum: Option<Tensor> = None;
+    let mut count = 0usize;
+    for batch in data.epoch(0)? {
+        let batch = batch?;
+        count += batch.len();
+        let total = batch.targets.to_dtype(DType::F32)?.sum_keepdim(0)?;
+        sum = Some(match sum {
+            Some(s) => (s + total)?,
+            None => total,
+        });
+    }
+    let mean = sum
+        .ok_or_else(|| TrainError::Config("the training split is empty".into()))?
+        .affine(1.0 / count.max(1) as f64, 0.0)?;
+    let (mut total, mut images) = (0.0, 0usize);
+    for batch in data.validation()? {
+        let targets = batch?.targets.to_dtype(DType::F32)?;
+        let b = targets.dim(0)?;
+        total += mean_image_psnr(&mean.broadcast_as(targets.shape())?, &targets)? * b as f64;
+        images += b;
+    }
+    if images == 0 {
+        return Err(TrainError::Config("the validation split is empty".into()));
+    }
+    Ok(total / images as f64)
+}
+
+/// A turntable of shape `shape` of the dataset `gen` (see [`rendernet_shape`]; pass
+/// [`Experiment::unseen_shape`] for one the model never saw): `frames` views at evenly spaced
+/// azimuths, each the reference render beside the model's prediction (`[R, 2R, C]`,
+/// reference | neural).
+pub fn turntable(
+    model: &RenderNetModel,
+    gen: &RenderNetGenConfig,
+    shape: usize,
+    frames: usize,
+    elevation_deg: f64,
+    radius: f64,
+) -> std::result::Result<Vec<ImageF32>, ExperimentError> {
+    let (_, sdf, grid) = rendernet_shape(gen, shape)?;
+    let voxels = (|| -> crate::generated::Result<Tensor> {
+        Ok(grid.to_tensor(&Device::Cpu)?.unsqueeze(0)?.unsqueeze(0)?)
+    })()?;
+    let mut out = Vec::with_capacity(frames);
+    for f in 0..frames {
+        let pose = RenderNetPose {
+            azimuth_deg: 360.0 * f as f64 / frames as f64,
+            elevation_deg,
+            radius,
+        };
+        let reference = (|| -> crate::generated::Result<Tensor> {
+            Ok(render_rendernet_pose(gen, &sdf, &pose)?
+                .to_tensor(&Device::Cpu)?
+                .unsqueeze(0)?)
+        })()?;
+        let pred = (|| -> Result<Tensor> {
+            let params = pose.view_params().map(|v| v as f32);
+            let poses = Tensor::from_slice(&params, (1, 3), &Device::Cpu)?;
+            Ok(model.predict(&voxels, &poses)?.clamp(0.0, 1.0)?)
+        })()?;
+        out.push(side_by_side(&reference, &pred)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny experiment: 3 shapes × 2 views in chunks of 2 (2 held out).
+    fn tiny() -> Experiment {
+        Experiment {
+            shapes: 3,
+            views_per_shape: 2,
+            samples_per_chunk: 2,
+            batch_size: 2,
+            steps: 1,
+            ..Experiment::default()
+        }
+    }
+
+    #[test]
+    fn generate_refuses_a_dataset_with_only_the_held_out_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let one_chunk = Experiment {
+            samples_per_chunk: 6,
+            ..tiny()
+        };
+        let err = one_chunk.generate(dir.path(), |_| {}).unwrap_err();
+        assert!(
+            matches!(err, ExperimentError::Generate(GenError::Config(_))),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn mean_image_baseline_matches_a_plain_per_pixel_computation() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = tiny().generate(dir.path(), |_| {}).unwrap();
+        let images = |batches: vnr_formats::dataset::Batches| -> Vec<Vec<f32>> {
+            let mut out = Vec::new();
+            for batch in batches {
+                let t = batch.unwrap().targets.to_dtype(DType::F32).unwrap();
+                for i in 0..t.dim(0).unwrap() {
+                    out.push(t.get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap());
+                }
+            }
+            out
+        };
+        let train = images(data.epoch(0).unwrap());
+        let held_out = images(data.validation().unwrap());
+        assert_eq!((train.len(), held_out.len()), (4, 2));
+        let mean: Vec<f64> = (0..train[0].len())
+            .map(|p| train.iter().map(|im| f64::from(im[p])).sum::<f64>() / train.len() as f64)
+            .collect();
+        let expected = held_out
+            .iter()
+            .map(|im| {
+                let mse = im
+                    .iter()
+                    .zip(&mean)
+                    .map(|(&v, &m)| (f64::from(v) - m).powi(2))
+                    .sum::<f64>()
+                    / im.len() as f64;
+                -10.0 * mse.log10()
+            })
+            .sum::<f64>()
+            / held_out.len() as f64;
+        let got = mean_image_baseline(&data).unwrap();
+        assert!((got - expected).abs() < 1e-3, "{got} vs {expected}");
+    }
+
+    #[test]
+    fn turntable_frames_put_the_reference_render_beside_the_prediction() {
+        let experiment = tiny();
+        let gen = experiment.gen_config();
+        let model = experiment.model().unwrap();
+        let frames = turntable(&model, &gen, experiment.unseen_shape(), 2, 105.0, 3.5).unwrap();
+        assert_eq!(frames.len(), 2);
+        let r = gen.image_size;
+        let (_, sdf, _) = rendernet_shape(&gen, experiment.unseen_shape()).unwrap();
+        for (f, frame) in frames.iter().enumerate() {
+            assert_eq!((frame.height, frame.width, frame.channels), (r, 2 * r, 1));
+            let pose = RenderNetPose {
+                azimuth_deg: 180.0 * f as f64,
+                elevation_deg: 105.0,
+                radius: 3.5,
+            };
+            let reference = render_rendernet_pose(&gen, &sdf, &pose).unwrap();
+            for y in 0..r {
+                assert_eq!(
+                    frame.data[y * 2 * r..y * 2 * r + r],
+                    reference.data[y * r..(y + 1) * r],
+                    "frame {f}, row {y}"
+                );
+            }
+            assert!(frame.data.iter().all(|v| (0.0..=1.0).contains(v)));
+        }
+    }
 }
