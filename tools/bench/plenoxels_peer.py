@@ -19,21 +19,18 @@ Prints the median/minimum milliseconds and rays/s of each case, the checksum (me
 compare with the Rust bench's, and ours / theirs when criterion's results exist.
 """
 
-import json
 import math
-import os
 import statistics
 import time
 
 import torch
 
-from torch_peer import parse_args
+from torch_peer import criterion_median_ms, parse_args
 
 DIMS = 128
 STEP = 0.5  # voxels per sample
 RADIUS = 0.75
 GROUP = "plenoxels_128"
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
 SH_C2 = [1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396]
@@ -138,15 +135,6 @@ def timed(run, repeat):
     return statistics.median(times), min(times)
 
 
-def our_median_ms(name):
-    path = os.path.join(ROOT, "target", "criterion", GROUP, name, "new", "estimates.json")
-    try:
-        with open(path) as f:
-            return json.load(f)["median"]["point_estimate"] / 1e6
-    except (OSError, KeyError, ValueError):
-        return None
-
-
 def main():
     args = parse_args()
     links, density, sh = build_grid()
@@ -173,7 +161,7 @@ def main():
         checksum = run().detach().mean().item()
         median, best = timed(run, args.repeat)
         print(f"{name:12s} median {median:9.2f} ms   min {best:9.2f} ms   {m / median * 1e3:10.0f} rays/s   mean colour {checksum:.6f}")
-        ours = our_median_ms(name)
+        ours = criterion_median_ms(GROUP, name)
         if ours is not None:
             print(f"{'':12s} ours   {ours:9.2f} ms   {m / ours * 1e3:10.0f} rays/s   theirs / ours = {median / ours:.2f}")
 

@@ -3,7 +3,9 @@
 //!
 //! - `render_16k`: forward colours of 16,384 rays (one 128×128 view);
 //! - `train_5k`: forward + backward of the MSE of 5,000 rays into density and SH (one
-//!   optimisation step without the optimiser update).
+//!   optimisation step without the optimiser update);
+//! - `optimizer_step_5k`: one whole [`PlenoxelOptimizer::step`] (render, backward, TV, RMSProp)
+//!   of 5,000 rays on the dense 64³ grid the CPU preset starts from (not in the peer).
 //!
 //! The grid is 128³ over the unit box: a soft ball of radius 0.75 (density
 //! `60 · clamp((0.75 − r) / 0.1, 0, 1)`) with pseudo-random SH degree 2; rays start on a sphere
@@ -13,8 +15,10 @@
 
 use candle_core::{Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
+use rand::SeedableRng;
 use std::hint::black_box;
-use vnr_render::plenoxels::{PlenoxelGrid, RenderOptions};
+use vnr_render::multiview::RayBatch;
+use vnr_render::plenoxels::{OptimizeConfig, PlenoxelGrid, PlenoxelOptimizer, RenderOptions};
 
 const DIMS: usize = 128;
 const RADIUS: f64 = 0.75;
@@ -107,6 +111,22 @@ fn bench(c: &mut Criterion) {
         .expect("train step");
     println!("train_5k mean colour {mean:.6}");
     group.bench_function("train_5k", |b| b.iter(|| step().expect("train step")));
+
+    let config = OptimizeConfig {
+        resolutions: vec![[64; 3]],
+        upsample_every: usize::MAX,
+        ..OptimizeConfig::cpu_128()
+    };
+    let mut optimizer = PlenoxelOptimizer::from_config(config).expect("optimizer");
+    let batch = RayBatch {
+        colours: Tensor::full(0.5f32, (5000, 3), &Device::Cpu).expect("colours"),
+        origins: o,
+        directions: d,
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    group.bench_function("optimizer_step_5k", |b| {
+        b.iter(|| black_box(optimizer.step(&batch, &mut rng).expect("optimizer step")))
+    });
     group.finish();
 }
 

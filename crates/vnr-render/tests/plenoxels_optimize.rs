@@ -1,14 +1,15 @@
 //! Plenoxel optimisation: total variation, learning-rate schedule, resampling and pruning,
-//! checkpoint export, and a short deterministic fit of a toy scene.
+//! checkpoint export, a step's cost following the rows it touches, and a short deterministic
+//! fit of a toy scene.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use vnr_render::multiview::{orbit_camera_to_world, Intrinsics, MultiViewDataset, Split};
+use vnr_render::multiview::{orbit_camera_to_world, Intrinsics, MultiViewDataset, RayBatch, Split};
 use vnr_render::plenoxels::optimize::{evaluate_psnr, render_view};
 use vnr_render::plenoxels::{
-    fit, LrSchedule, OptimizeConfig, PlenoxelError, PlenoxelGrid, PruneOptions, RenderOptions,
-    TvTarget,
+    fit, LrSchedule, OptimizeConfig, PlenoxelError, PlenoxelGrid, PlenoxelOptimizer, PruneOptions,
+    RenderOptions, TvTarget,
 };
 
 fn values(t: &Tensor) -> Vec<f64> {
@@ -400,4 +401,148 @@ fn bad_settings_are_refused() {
     }
     assert!(PlenoxelGrid::dense([1, 4, 4], [1.0; 3], [0.0; 3], 0, 0.1).is_err());
     assert!(PlenoxelGrid::dense([4, 4, 4], [1.0; 3], [0.0; 3], 5, 0.1).is_err());
+}
+
+/// A dense 16³ grid (row = C-order voxel index) with random density and degree-1 SH.
+fn noisy_dense_grid(rng: &mut ChaCha8Rng) -> PlenoxelGrid {
+    let n = 16 * 16 * 16;
+    let density: Vec<f32> = (0..n).map(|_| rng.random_range(0.5..8.0)).collect();
+    let sh: Vec<f32> = (0..n * 12).map(|_| rng.random_range(-0.5..0.5)).collect();
+    PlenoxelGrid::new(
+        [16; 3],
+        (0..n as i32).collect(),
+        Tensor::from_vec(density, (n, 1), &Device::Cpu).unwrap(),
+        Tensor::from_vec(sh, (n, 12), &Device::Cpu).unwrap(),
+        [1.0; 3],
+        [0.0; 3],
+    )
+    .unwrap()
+}
+
+fn step_config(lambda_tv: f64) -> OptimizeConfig {
+    OptimizeConfig {
+        resolutions: vec![[16; 3]],
+        sh_degree: 1,
+        lambda_tv_density: lambda_tv,
+        lambda_tv_sh: lambda_tv,
+        ..toy_config()
+    }
+}
+
+fn ray_batch(origins: &[[f32; 3]], directions: &[[f32; 3]], colours: &[[f32; 3]]) -> RayBatch {
+    let t = |v: &[[f32; 3]]| Tensor::from_vec(v.concat(), (v.len(), 3), &Device::Cpu).unwrap();
+    RayBatch {
+        origins: t(origins),
+        directions: t(directions),
+        colours: t(colours),
+    }
+}
+
+/// The values of an f32 tensor (exact through [`values`]).
+fn f32s(t: &Tensor) -> Vec<f32> {
+    values(t).into_iter().map(|v| v as f32).collect()
+}
+
+/// svox2's first RMSProp step (`r = g²`) on the rows of `data [N, width]` with a non-zero
+/// gradient, swept densely; returns the new data and how many rows changed.
+fn dense_first_rmsprop(data: &[f32], grad: &[f32], width: usize, lr: f64) -> (Vec<f32>, usize) {
+    let mut out = data.to_vec();
+    let mut rows = 0;
+    for (row, g_row) in out.chunks_exact_mut(width).zip(grad.chunks_exact(width)) {
+        if g_row.iter().all(|&g| g == 0.0) {
+            continue;
+        }
+        rows += 1;
+        for (x, &g) in row.iter_mut().zip(g_row) {
+            let g = f64::from(g);
+            *x = (f64::from(*x) - lr * g / ((g * g).sqrt() + 1e-8)) as f32;
+        }
+    }
+    (out, rows)
+}
+
+/// Regression: a step used to copy the grid, allocate whole-grid gradients and sweep every
+/// row. It must update exactly the rows dense autograd gives a non-zero gradient, to the bit.
+#[test]
+fn a_step_updates_only_the_rows_its_rays_touch_as_dense_autograd_would() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let grid = noisy_dense_grid(&mut rng);
+    let config = step_config(0.0);
+    let batch = ray_batch(
+        &[[-3.0, 0.31, 0.42], [-3.0, 0.35, 0.47], [0.2, -3.0, -0.6]],
+        &[[1.0, 0.0, 0.01], [1.0, 0.02, 0.0], [0.0, 1.0, 0.03]],
+        &[[0.9, 0.2, 0.1], [0.1, 0.3, 0.9], [0.5, 0.5, 0.5]],
+    );
+
+    let density = Var::from_tensor(grid.density()).unwrap();
+    let sh = Var::from_tensor(grid.sh()).unwrap();
+    let tracked = grid
+        .with_data(density.as_tensor().clone(), sh.as_tensor().clone())
+        .unwrap();
+    let mse = tracked
+        .render_rays(&batch.origins, &batch.directions, &config.render)
+        .unwrap()
+        .sub(&batch.colours)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .mean_all()
+        .unwrap();
+    let grads = mse.backward().unwrap();
+    let grad_of = |v: &Var| f32s(grads.get(v.as_tensor()).unwrap());
+    let (want_density, density_rows) = dense_first_rmsprop(
+        &f32s(grid.density()),
+        &grad_of(&density),
+        1,
+        config.lr_density.at(0),
+    );
+    let (want_sh, sh_rows) =
+        dense_first_rmsprop(&f32s(grid.sh()), &grad_of(&sh), 12, config.lr_sh.at(0));
+
+    let mut optimizer = PlenoxelOptimizer::new(grid, config).unwrap();
+    let stats = optimizer.step(&batch, &mut rng).unwrap();
+    let after = optimizer.grid().unwrap();
+    assert_eq!(f32s(after.density()), want_density);
+    assert_eq!(f32s(after.sh()), want_sh);
+    assert_eq!(
+        (stats.updated_density_rows, stats.updated_sh_rows),
+        (density_rows, sh_rows)
+    );
+    // Three rays through a 16³ grid touch at most a few corners per voxel they cross.
+    assert!(
+        density_rows > 16 && density_rows < 3 * 4 * 16,
+        "{density_rows}"
+    );
+}
+
+/// Regression: with every ray missing the grid, only the TV slab (its cells and their `+1`
+/// neighbours) may change.
+#[test]
+fn a_step_with_no_ray_hits_updates_only_the_tv_slab() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let grid = noisy_dense_grid(&mut rng);
+    let config = step_config(1e-3);
+    let cells = (16.0 * 16.0 * 16.0 * config.tv_density_fraction) as usize;
+    let batch = ray_batch(&[[-3.0, 5.0, 5.0]], &[[-1.0, 0.0, 0.0]], &[[0.5; 3]]);
+    let before = (f32s(grid.density()), f32s(grid.sh()));
+    let mut optimizer = PlenoxelOptimizer::new(grid, config).unwrap();
+    let stats = optimizer.step(&batch, &mut rng).unwrap();
+    let after = optimizer.grid().unwrap();
+    for (old, new, width, updated) in [
+        (
+            &before.0,
+            f32s(after.density()),
+            1,
+            stats.updated_density_rows,
+        ),
+        (&before.1, f32s(after.sh()), 12, stats.updated_sh_rows),
+    ] {
+        let changed: Vec<usize> = (0..16 * 16 * 16)
+            .filter(|&r| old[r * width..(r + 1) * width] != new[r * width..(r + 1) * width])
+            .collect();
+        assert_eq!(changed.len(), updated);
+        assert!(updated >= cells && updated <= 4 * cells, "{updated} rows");
+        let span = changed[changed.len() - 1] - changed[0];
+        assert!(span < cells + 16 * 16, "rows {changed:?}");
+    }
 }

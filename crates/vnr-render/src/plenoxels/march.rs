@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use half::{bf16, f16};
 
+use super::grad::SparseRows;
 use super::sh::{eval_sh_bases_into, unit, MAX_SH_BASES};
 use super::RenderOptions;
 
@@ -428,8 +429,9 @@ impl<D: GridValue, S: GridValue> GridView<'_, D, S> {
     }
 
     /// Backward of [`GridView::trace`] for one ray, re-marching it as svox2's backward does:
-    /// adds `∂L/∂density` to `grad_density [N]` and `∂L/∂sh` to `grad_sh [N, 3K]`, given the
-    /// forward colour `colour` and the output gradient `grad_out`.
+    /// adds `∂L/∂density` to `grad_density [N, 1]` and `∂L/∂sh` to `grad_sh [N, 3K]` (only the
+    /// rows of the corners it samples), given the forward colour `colour` and the output
+    /// gradient `grad_out`.
     #[allow(clippy::too_many_arguments)]
     pub fn trace_backward(
         &self,
@@ -438,14 +440,13 @@ impl<D: GridValue, S: GridValue> GridView<'_, D, S> {
         skip_empty: bool,
         colour: [f64; 3],
         grad_out: [f64; 3],
-        grad_density: &mut [f64],
-        grad_sh: &mut [f64],
+        grad_density: &mut SparseRows<f64>,
+        grad_sh: &mut SparseRows<f64>,
     ) {
         let Some(ray) = ray else {
             return;
         };
         let k = self.basis_dim;
-        let width = 3 * k;
         let (sigma_thresh, stop_thresh) =
             (f64::from(opts.sigma_thresh), f64::from(opts.stop_thresh));
         // What the rest of the ray (later samples and the background) adds to L.
@@ -474,7 +475,7 @@ impl<D: GridValue, S: GridValue> GridView<'_, D, S> {
                     if shifted >= 0.0 {
                         let g = weight * grad_out[ch];
                         for (l, w) in c.filled() {
-                            let row = &mut grad_sh[l * width + ch * k..l * width + (ch + 1) * k];
+                            let row = &mut grad_sh.row_mut(l)[ch * k..(ch + 1) * k];
                             for (dst, b) in row.iter_mut().zip(&ray.basis[..k]) {
                                 *dst += w * g * b;
                             }
@@ -484,7 +485,7 @@ impl<D: GridValue, S: GridValue> GridView<'_, D, S> {
                 accum -= weight * grad_dot_colour;
                 let grad_sigma = ray.world_step * (grad_dot_colour * transmit - accum);
                 for (l, w) in c.filled() {
-                    grad_density[l] += w * grad_sigma;
+                    grad_density.row_mut(l)[0] += w * grad_sigma;
                 }
                 if transmit < stop_thresh {
                     return ControlFlow::Break(());

@@ -41,6 +41,7 @@
 //! ```
 
 mod checkpoint;
+mod grad;
 mod march;
 pub mod optimize;
 mod render;

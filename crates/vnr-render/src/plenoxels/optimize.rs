@@ -9,7 +9,12 @@
 //! `r ← g²` on a row's first update, else `r ← β·r + (1 − β)·g²`; `x ← x − lr·g / (√r + ε)`,
 //!
 //! applied only to rows (voxels) with a non-zero gradient, as svox2 masks its step with the
-//! voxels the rays and TV touched. Learning rates follow svox2's `get_expon_lr_func`
+//! voxels the rays and TV touched. A step costs the rows it touches, not the grid: the data stay
+//! in place as f32 (svox2's dtype), rays are rendered and differentiated straight from them
+//! (no tensors of the grid, no autograd through it), and gradients accumulate into reused
+//! sparse buffers that hold only the rows written, so accumulating, updating and zeroing them
+//! follows those rows only. The result is bit for bit that of [`PlenoxelGrid::render_rays`]
+//! with candle's autograd and a dense RMSProp sweep. Learning rates follow svox2's `get_expon_lr_func`
 //! ([`LrSchedule`]). Every `upsample_every` steps the grid moves to the next resolution of
 //! `resolutions` with [`PlenoxelGrid::resample`] (pruned by density, RMSProp state reset) and,
 //! with `tv_early_only`, TV is switched off, as in svox2.
@@ -22,11 +27,12 @@
 //! with replacement rather than by epoch permutation; no sphere-bounded initial links; the
 //! density is not clamped from below (svox2 clamps the RMSProp result at its `minval`).
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::render::RenderOptions;
+use super::grad::SparseRows;
+use super::render::{BackwardWorkspace, RenderOptions};
 use super::resample::PruneOptions;
 use super::tv::total_variation_into;
 use super::{PlenoxelError, PlenoxelGrid};
@@ -229,6 +235,11 @@ pub struct StepStats {
     pub lr_sh: f64,
     /// Occupied voxels after the step (changes at resolution changes).
     pub capacity: usize,
+    /// Density rows the step updated (those the rays or the density TV gave a non-zero
+    /// gradient).
+    pub updated_density_rows: usize,
+    /// SH rows the step updated (those the rays or the SH TV gave a non-zero gradient).
+    pub updated_sh_rows: usize,
 }
 
 /// svox2's RMSProp state for one data array `[N, width]`.
@@ -246,18 +257,29 @@ impl RmsProp {
         }
     }
 
-    /// Updates the rows of `data` whose gradient is not all zero.
-    fn step(&mut self, data: &mut [f32], grad: &[f32], lr: f64, beta: f64, epsilon: f64) {
+    /// Updates the rows of `data` among `grad`'s touched rows whose gradient is not all zero;
+    /// returns how many.
+    fn step(
+        &mut self,
+        data: &mut [f32],
+        grad: &SparseRows<f32>,
+        lr: f64,
+        beta: f64,
+        epsilon: f64,
+    ) -> usize {
         let w = self.width;
-        for ((row, g_row), avg_row) in data
-            .chunks_exact_mut(w)
-            .zip(grad.chunks_exact(w))
-            .zip(self.average.chunks_exact_mut(w))
-        {
+        let mut updated = 0;
+        for (row, g_row) in grad.iter() {
             if g_row.iter().all(|&g| g == 0.0) {
                 continue;
             }
-            for ((x, &g), avg) in row.iter_mut().zip(g_row).zip(avg_row.iter_mut()) {
+            updated += 1;
+            let span = row * w..(row + 1) * w;
+            for ((x, &g), avg) in data[span.clone()]
+                .iter_mut()
+                .zip(g_row)
+                .zip(&mut self.average[span])
+            {
                 let (g, r) = (f64::from(g), f64::from(*avg));
                 let r = if r == 0.0 {
                     g * g
@@ -268,6 +290,7 @@ impl RmsProp {
                 *x = (f64::from(*x) - lr * g / (r.sqrt() + epsilon)) as f32;
             }
         }
+        updated
     }
 }
 
@@ -280,6 +303,11 @@ pub struct PlenoxelOptimizer {
     sh: Vec<f32>,
     rms_density: RmsProp,
     rms_sh: RmsProp,
+    /// Render gradients (f64, per ray chunk), reused across steps.
+    workspace: BackwardWorkspace,
+    /// The step's f32 gradients `[N, 1]`, `[N, 3K]`, reused across steps; empty between steps.
+    grad_density: SparseRows<f32>,
+    grad_sh: SparseRows<f32>,
     config: OptimizeConfig,
     steps_done: usize,
     stage: usize,
@@ -292,18 +320,17 @@ impl PlenoxelOptimizer {
         config.validate()?;
         let density: Vec<f32> = grid
             .density()
-            .to_dtype(candle_core::DType::F32)?
+            .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1()?;
-        let sh: Vec<f32> = grid
-            .sh()
-            .to_dtype(candle_core::DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
+        let sh: Vec<f32> = grid.sh().to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let width = 3 * grid.basis_dim();
         Ok(Self {
             rms_density: RmsProp::new(density.len(), 1),
             rms_sh: RmsProp::new(sh.len(), width),
+            workspace: BackwardWorkspace::default(),
+            grad_density: SparseRows::new(density.len(), 1),
+            grad_sh: SparseRows::new(density.len(), width),
             structure: grid,
             density,
             sh,
@@ -352,61 +379,81 @@ impl PlenoxelOptimizer {
         rng: &mut impl Rng,
     ) -> Result<StepStats, PlenoxelError> {
         let cfg = &self.config;
-        let grid = self.grid()?;
-        let density_var = Var::from_tensor(grid.density())?;
-        let sh_var = Var::from_tensor(grid.sh())?;
-        let tracked =
-            grid.with_data(density_var.as_tensor().clone(), sh_var.as_tensor().clone())?;
-        let predicted = tracked.render_rays(&batch.origins, &batch.directions, &cfg.render)?;
+        let rays = self
+            .structure
+            .step_rays(&batch.origins, &batch.directions, &cfg.render)?;
+        let colours = rays.forward(&self.density, &self.sh)?;
+        // The loss on the `[M, 3]` colours goes through candle's autograd (small), the grid's
+        // part through the sparse backward.
+        let predicted = Var::from_tensor(&Tensor::from_slice(
+            &colours,
+            batch.colours.shape(),
+            &Device::Cpu,
+        )?)?;
         let mse = predicted
-            .sub(&batch.colours.to_dtype(predicted.dtype())?)?
+            .as_tensor()
+            .sub(&batch.colours.to_dtype(DType::F32)?)?
             .sqr()?
             .mean_all()?;
-        let grads = mse.backward()?;
-        let mse = f64::from(mse.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?);
-        let gradient = |var: &Var, len: usize| -> Result<Vec<f32>, PlenoxelError> {
-            Ok(match grads.get(var.as_tensor()) {
-                Some(g) => g
-                    .to_dtype(candle_core::DType::F32)?
-                    .flatten_all()?
-                    .to_vec1()?,
-                None => vec![0.0; len],
-            })
+        let grad_out: Vec<f32> = match mse.backward()?.get(predicted.as_tensor()) {
+            Some(g) => g.flatten_all()?.to_vec1()?,
+            None => vec![0.0; colours.len()],
         };
-        let mut grad_density = gradient(&density_var, self.density.len())?;
-        let mut grad_sh = gradient(&sh_var, self.sh.len())?;
+        let mse = f64::from(mse.to_scalar::<f32>()?);
+        rays.backward(
+            &self.density,
+            &self.sh,
+            &colours,
+            &grad_out,
+            &mut self.workspace,
+        )?;
+        if let Some((gd, gs)) = self.workspace.sums() {
+            for (sums, grad) in [(gd, &mut self.grad_density), (gs, &mut self.grad_sh)] {
+                for (row, values) in sums.iter() {
+                    for (g, &v) in grad.row_mut(row).iter_mut().zip(values) {
+                        *g = v as f32;
+                    }
+                }
+            }
+        }
 
         let tv_on = !(cfg.tv_early_only && self.stage > 0);
         let links = self.structure.links();
         let dims = self.structure.dims();
-        let mut tv = |lambda: f64, fraction: f64, data: &[f32], width: usize, grad: &mut [f32]| {
-            if !tv_on || lambda <= 0.0 || fraction <= 0.0 {
-                return 0.0;
-            }
-            let cells = tv_cells(links.len(), fraction, rng);
-            total_variation_into(links, dims, data, width, cells, lambda, grad)
-        };
+        let mut tv =
+            |lambda: f64, fraction: f64, data: &[f32], width: usize, grad: &mut SparseRows<f32>| {
+                if !tv_on || lambda <= 0.0 || fraction <= 0.0 {
+                    return 0.0;
+                }
+                let cells = tv_cells(links.len(), fraction, rng);
+                total_variation_into(links, dims, data, width, cells, lambda, grad)
+            };
         let tv_density = tv(
             cfg.lambda_tv_density,
             cfg.tv_density_fraction,
             &self.density,
             1,
-            &mut grad_density,
+            &mut self.grad_density,
         );
         let tv_sh = tv(
             cfg.lambda_tv_sh,
             cfg.tv_sh_fraction,
             &self.sh,
             3 * self.structure.basis_dim(),
-            &mut grad_sh,
+            &mut self.grad_sh,
         );
 
         let lr_density = cfg.lr_density.at(self.steps_done);
         let lr_sh = cfg.lr_sh.at(self.steps_done);
         let (beta, eps) = (cfg.rms_beta, cfg.rms_epsilon);
-        self.rms_density
-            .step(&mut self.density, &grad_density, lr_density, beta, eps);
-        self.rms_sh.step(&mut self.sh, &grad_sh, lr_sh, beta, eps);
+        let updated_density_rows =
+            self.rms_density
+                .step(&mut self.density, &self.grad_density, lr_density, beta, eps);
+        let updated_sh_rows = self
+            .rms_sh
+            .step(&mut self.sh, &self.grad_sh, lr_sh, beta, eps);
+        self.grad_density.clear();
+        self.grad_sh.clear();
         self.steps_done += 1;
 
         if self.steps_done % self.config.upsample_every == 0
@@ -425,6 +472,8 @@ impl PlenoxelOptimizer {
             lr_density,
             lr_sh,
             capacity: self.structure.capacity(),
+            updated_density_rows,
+            updated_sh_rows,
         })
     }
 

@@ -13,6 +13,7 @@ use candle_core::{
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::grad::SparseRows;
 use super::march::{Corners, Geometry, GridValue, GridView, Ray, SparseLinks};
 use super::sh::{eval_sh_bases, SH_C0};
 use super::PlenoxelGrid;
@@ -78,7 +79,9 @@ impl RenderOptions {
     }
 }
 
-/// Largest total size of the per-chunk gradient buffers a backward pass allocates, in bytes.
+/// Largest total size of the per-chunk gradient buffers of a backward pass, in bytes, were every
+/// chunk to touch every row (each holds only the rows its rays touch; a
+/// [`super::PlenoxelOptimizer`] keeps them between steps).
 /// Chunks depend only on the ray count and the grid size, never on the thread count, so
 /// gradients are bitwise reproducible on any machine.
 pub const BACKWARD_MEMORY_BUDGET: usize = 512 << 20;
@@ -167,52 +170,85 @@ fn triples(t: &Tensor, what: &str) -> Result<Vec<[f64; 3]>> {
     Ok(flat.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect())
 }
 
-/// Sums per-chunk gradients over `items` split into a fixed number of contiguous chunks (a
-/// function of `items` and the buffer sizes only), in chunk order, so the result is
-/// deterministic; chunks run in parallel.
-fn chunked_gradients(
-    items: usize,
-    density_len: usize,
-    sh_len: usize,
-    accumulate: impl Fn(Range<usize>, &mut [f64], &mut [f64]) + Sync,
-) -> (Vec<f64>, Vec<f64>) {
-    let bytes_per_chunk = (density_len + sh_len).max(1) * std::mem::size_of::<f64>();
-    let chunks = (BACKWARD_MEMORY_BUDGET / bytes_per_chunk)
-        .min(MAX_BACKWARD_CHUNKS)
-        .min(items.div_ceil(MIN_RAYS_PER_CHUNK))
-        .max(1);
-    let per_chunk = items.div_ceil(chunks).max(1);
-    let partials: Vec<(Vec<f64>, Vec<f64>)> = (0..chunks)
-        .into_par_iter()
-        .map(|c| {
-            let mut gd = vec![0.0; density_len];
-            let mut gs = vec![0.0; sh_len];
-            let start = (c * per_chunk).min(items);
-            let end = ((c + 1) * per_chunk).min(items);
-            accumulate(start..end, &mut gd, &mut gs);
-            (gd, gs)
-        })
-        .collect();
-    let mut partials = partials.into_iter();
-    let (mut gd, mut gs) = partials
-        .next()
-        .unwrap_or_else(|| (vec![0.0; density_len], vec![0.0; sh_len]));
-    for (pd, ps) in partials {
-        gd.iter_mut().zip(pd).for_each(|(a, b)| *a += b);
-        gs.iter_mut().zip(ps).for_each(|(a, b)| *a += b);
-    }
-    (gd, gs)
+/// Reusable gradient buffers of a backward pass: one [`SparseRows`] pair (density `[N, 1]`,
+/// SH `[N, 3K]`, f64) per ray chunk. Items (rays or points) are split into a fixed number of
+/// contiguous chunks, a function of the item count and the grid size only (never the thread
+/// count), accumulated in parallel and summed in chunk order, so gradients are bitwise
+/// reproducible. Buffers are kept between passes and hold only the rows written, so a pass
+/// costs (in time and memory) the rows its rays touch, not the grid.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BackwardWorkspace {
+    chunks: Vec<(SparseRows<f64>, SparseRows<f64>)>,
 }
 
-/// Gradient tensors `[N, 1]`, `[N, 3K]` in the dtypes of the inputs they belong to.
-fn gradient_tensors(
-    (gd, gs): (Vec<f64>, Vec<f64>),
-    density: &Tensor,
-    sh: &Tensor,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    let gd = Tensor::from_vec(gd, density.shape(), &Device::Cpu)?.to_dtype(density.dtype())?;
-    let gs = Tensor::from_vec(gs, sh.shape(), &Device::Cpu)?.to_dtype(sh.dtype())?;
-    Ok((Some(gd), Some(gs)))
+impl BackwardWorkspace {
+    /// Runs `accumulate` on the chunks of `0..items` and leaves the summed density `[N, 1]`
+    /// and SH `[N, width]` gradients in [`BackwardWorkspace::sums`]; their touched rows are the
+    /// union of the chunks'.
+    fn accumulate(
+        &mut self,
+        items: usize,
+        rows: usize,
+        width: usize,
+        accumulate: impl Fn(Range<usize>, &mut SparseRows<f64>, &mut SparseRows<f64>) + Sync,
+    ) {
+        let bytes_per_chunk = (rows * (1 + width)).max(1) * std::mem::size_of::<f64>();
+        let chunks = (BACKWARD_MEMORY_BUDGET / bytes_per_chunk)
+            .min(MAX_BACKWARD_CHUNKS)
+            .min(items.div_ceil(MIN_RAYS_PER_CHUNK))
+            .max(1);
+        if self
+            .chunks
+            .first()
+            .is_some_and(|(d, s)| !d.has_shape(rows, 1) || !s.has_shape(rows, width))
+        {
+            self.chunks.clear();
+        }
+        while self.chunks.len() < chunks {
+            self.chunks
+                .push((SparseRows::new(rows, 1), SparseRows::new(rows, width)));
+        }
+        let per_chunk = items.div_ceil(chunks).max(1);
+        self.chunks[..chunks]
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(c, (gd, gs))| {
+                gd.clear();
+                gs.clear();
+                let start = (c * per_chunk).min(items);
+                let end = ((c + 1) * per_chunk).min(items);
+                accumulate(start..end, gd, gs);
+            });
+        let (first, rest) = self.chunks[..chunks]
+            .split_first_mut()
+            .expect("at least one chunk");
+        for (pd, ps) in rest {
+            first.0.add_rows_of(pd);
+            first.1.add_rows_of(ps);
+            pd.clear();
+            ps.clear();
+        }
+    }
+
+    /// The density and SH gradients of the last pass (zero before the first).
+    pub fn sums(&self) -> Option<(&SparseRows<f64>, &SparseRows<f64>)> {
+        self.chunks.first().map(|(d, s)| (d, s))
+    }
+
+    /// The gradients of one pass as tensors `[N, 1]`, `[N, 3K]` in the dtypes of the inputs
+    /// they belong to (for the candle custom ops).
+    fn into_tensors(
+        mut self,
+        density: &Tensor,
+        sh: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gd, gs) = self.chunks.swap_remove(0);
+        let gd = Tensor::from_vec(gd.into_dense(), density.shape(), &Device::Cpu)?
+            .to_dtype(density.dtype())?;
+        let gs =
+            Tensor::from_vec(gs.into_dense(), sh.shape(), &Device::Cpu)?.to_dtype(sh.dtype())?;
+        Ok((Some(gd), Some(gs)))
+    }
 }
 
 /// What both custom ops need of the grid besides its data.
@@ -291,19 +327,18 @@ struct RenderBackward<'a> {
     op: &'a RenderOp,
     colours: &'a [f64],
     grad_out: &'a [f64],
+    workspace: &'a mut BackwardWorkspace,
 }
 
 impl GridTask for RenderBackward<'_> {
-    type Output = (Vec<f64>, Vec<f64>);
-    fn run<D: GridValue, S: GridValue>(self, density: &[D], sh: &[S]) -> Result<Self::Output> {
+    type Output = ();
+    fn run<D: GridValue, S: GridValue>(self, density: &[D], sh: &[S]) -> Result<()> {
         let op = self.op;
         let view = op.grid.view(density, sh)?;
         let triple = |v: &[f64], i: usize| [v[3 * i], v[3 * i + 1], v[3 * i + 2]];
-        Ok(chunked_gradients(
-            op.rays.len(),
-            density.len(),
-            sh.len(),
-            |rays, gd, gs| {
+        let width = 3 * op.grid.basis_dim;
+        self.workspace
+            .accumulate(op.rays.len(), density.len(), width, |rays, gd, gs| {
                 for i in rays {
                     let ray = op.ray(&view, i);
                     view.trace_backward(
@@ -316,8 +351,8 @@ impl GridTask for RenderBackward<'_> {
                         gs,
                     );
                 }
-            },
-        ))
+            });
+        Ok(())
     }
 }
 
@@ -347,7 +382,8 @@ impl CustomOp2 for RenderOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let colours: Vec<f64> = res.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
         let grad_out: Vec<f64> = grad_res.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-        let grads = with_cpu_storage(density, |ds, dl| {
+        let mut workspace = BackwardWorkspace::default();
+        with_cpu_storage(density, |ds, dl| {
             with_cpu_storage(sh, |ss, sl| {
                 dispatch(
                     (ds, dl),
@@ -356,11 +392,46 @@ impl CustomOp2 for RenderOp {
                         op: self,
                         colours: &colours,
                         grad_out: &grad_out,
+                        workspace: &mut workspace,
                     },
                 )
             })
         })?;
-        gradient_tensors(grads, density, sh)
+        workspace.into_tensors(density, sh)
+    }
+}
+
+/// The rays of one optimisation step, rendered straight from the optimiser's f32 data: the
+/// same forward and backward as [`PlenoxelGrid::render_rays`] and its autograd (bit for bit),
+/// without tensors, copies of the grid or whole-grid gradient buffers.
+pub(crate) struct StepRays(RenderOp);
+
+impl StepRays {
+    /// Colours `[M · 3]` on `density [N]` and `sh [N · 3K]`, rounded to f32 as
+    /// [`PlenoxelGrid::render_rays`] returns them.
+    pub fn forward(&self, density: &[f32], sh: &[f32]) -> Result<Vec<f32>> {
+        let out = RenderForward(&self.0).run(density, sh)?;
+        Ok(out.into_iter().map(|v| v as f32).collect())
+    }
+
+    /// Accumulates `∂L/∂density` and `∂L/∂sh` into `workspace` (see
+    /// [`BackwardWorkspace::sums`]) given the forward `colours [M · 3]` and `grad_out [M · 3]`.
+    pub fn backward(
+        &self,
+        density: &[f32],
+        sh: &[f32],
+        colours: &[f32],
+        grad_out: &[f32],
+        workspace: &mut BackwardWorkspace,
+    ) -> Result<()> {
+        let to_f64 = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        RenderBackward {
+            op: &self.0,
+            colours: &to_f64(colours),
+            grad_out: &to_f64(grad_out),
+            workspace,
+        }
+        .run(density, sh)
     }
 }
 
@@ -418,27 +489,25 @@ impl CustomOp2 for SampleOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let width = 1 + 3 * self.grid.basis_dim;
         let grad_out: Vec<f64> = grad_res.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
-        let grads = chunked_gradients(
+        let mut workspace = BackwardWorkspace::default();
+        workspace.accumulate(
             self.points.len(),
             density.elem_count(),
-            sh.elem_count(),
+            width - 1,
             |points, gd, gs| {
                 for i in points {
                     let (corners, _) = Corners::at(&self.grid.sparse, self.points[i]);
                     let g = &grad_out[i * width..(i + 1) * width];
-                    let sh_width = width - 1;
                     for (l, w) in corners.filled() {
-                        gd[l] += w * g[0];
-                        for (dst, src) in
-                            gs[l * sh_width..(l + 1) * sh_width].iter_mut().zip(&g[1..])
-                        {
+                        gd.row_mut(l)[0] += w * g[0];
+                        for (dst, src) in gs.row_mut(l).iter_mut().zip(&g[1..]) {
                             *dst += w * src;
                         }
                     }
                 }
             },
         );
-        gradient_tensors(grads, density, sh)
+        workspace.into_tensors(density, sh)
     }
 }
 
@@ -455,6 +524,36 @@ impl PlenoxelGrid {
         }
     }
 
+    /// The render op of `origins` and `directions` `[..., 3]`, and their batch shape `...`.
+    fn render_op(
+        &self,
+        origins: &Tensor,
+        directions: &Tensor,
+        opts: &RenderOptions,
+    ) -> Result<(RenderOp, Vec<usize>)> {
+        opts.validate()?;
+        let shape = Self::ray_batch_dims(origins, directions)?;
+        let origins = triples(origins, "origins")?;
+        let directions = triples(directions, "directions")?;
+        let op = RenderOp {
+            grid: GridStructure::of(self),
+            rays: origins.into_iter().zip(directions).collect(),
+            opts: *opts,
+        };
+        Ok((op, shape))
+    }
+
+    /// `origins` and `directions` `[M, 3]` prepared for an optimisation step on this grid's
+    /// structure (see [`StepRays`]).
+    pub(crate) fn step_rays(
+        &self,
+        origins: &Tensor,
+        directions: &Tensor,
+        opts: &RenderOptions,
+    ) -> Result<StepRays> {
+        Ok(StepRays(self.render_op(origins, directions, opts)?.0))
+    }
+
     /// Renders rays with svox2's `volume_render_cuvol` (see the [module docs](super)):
     /// `origins` and `directions` `[..., 3]` in world coordinates → colours `[..., 3]` (f32, or
     /// f64 when density and SH are both f64). Differentiable w.r.t. [`PlenoxelGrid::density`]
@@ -466,15 +565,7 @@ impl PlenoxelGrid {
         directions: &Tensor,
         opts: &RenderOptions,
     ) -> Result<Tensor> {
-        opts.validate()?;
-        let mut shape = Self::ray_batch_dims(origins, directions)?;
-        let origins = triples(origins, "origins")?;
-        let directions = triples(directions, "directions")?;
-        let op = RenderOp {
-            grid: GridStructure::of(self),
-            rays: origins.into_iter().zip(directions).collect(),
-            opts: *opts,
-        };
+        let (op, mut shape) = self.render_op(origins, directions, opts)?;
         let colours = self
             .density
             .contiguous()?

@@ -19,6 +19,7 @@ use std::ops::Range;
 
 use candle_core::{Device, Tensor};
 
+use super::grad::SparseRows;
 use super::{PlenoxelError, PlenoxelGrid};
 
 /// `ε` under the square root: keeps the gradient finite where a voxel equals its neighbours.
@@ -51,7 +52,7 @@ impl PlenoxelGrid {
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
             .to_vec1()?;
-        let mut grad = vec![0.0f32; values.len()];
+        let mut grad = SparseRows::new(self.capacity(), width);
         let value = total_variation_into(
             self.links(),
             self.dims(),
@@ -61,13 +62,14 @@ impl PlenoxelGrid {
             1.0,
             &mut grad,
         );
-        let grad = Tensor::from_vec(grad, (self.capacity(), width), &Device::Cpu)?;
+        let grad = Tensor::from_vec(grad.into_dense(), (self.capacity(), width), &Device::Cpu)?;
         Ok((value, grad))
     }
 }
 
-/// `scale ·` TV of `data [N, width]` over `cells`, adding `scale · ∂TV/∂data` to `grad`.
-/// `links` has `dims[0]·dims[1]·dims[2]` entries, each `< N`; `data` and `grad` have `N·width`.
+/// `scale ·` TV of `data [N, width]` over `cells`, adding `scale · ∂TV/∂data` to `grad
+/// [N, width]` (only the rows of the cells and their `+1` neighbours). `links` has
+/// `dims[0]·dims[1]·dims[2]` entries, each `< N`.
 pub(crate) fn total_variation_into(
     links: &[i32],
     dims: [usize; 3],
@@ -75,7 +77,7 @@ pub(crate) fn total_variation_into(
     width: usize,
     cells: Range<usize>,
     scale: f64,
-    grad: &mut [f32],
+    grad: &mut SparseRows<f32>,
 ) -> f64 {
     let [nx, ny, nz] = dims;
     let strides = [ny * nz, nz, 1];
@@ -108,11 +110,11 @@ pub(crate) fn total_variation_into(
                 let g = scale * scaling[a] * diffs[a] / norm;
                 own_grad -= g;
                 if let Some(l) = neighbours[a].filter(|&l| l >= 0) {
-                    grad[l as usize * width + ch] += g as f32;
+                    grad.row_mut(l as usize)[ch] += g as f32;
                 }
             }
             if own >= 0 {
-                grad[own as usize * width + ch] += own_grad as f32;
+                grad.row_mut(own as usize)[ch] += own_grad as f32;
             }
         }
     }
