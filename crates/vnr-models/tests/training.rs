@@ -108,9 +108,9 @@ fn rendernet_loss_goes_down_on_generated_data() {
         .to_scalar::<f32>()
         .unwrap();
     model.set_training(true);
-    let mut train = rendernet_train::train_config(12, 3, 2e-3, 100).unwrap();
+    let mut train = rendernet_train::train_config(36, 3, 2e-3, 100).unwrap();
     train.progress = false;
-    train.validate_every = Some(12);
+    train.validate_every = Some(36);
     let mut trainer = Trainer::new(model, train, dir.path().join("run")).unwrap();
     let summary = trainer.run(&data).unwrap();
     let validation = summary.last_validation.unwrap();
