@@ -32,6 +32,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use crate::bvh::{cross, dot, sub};
 use rayon::prelude::*;
 use vnr_formats::mesh::{MeshError, TriangleMesh};
 use vnr_formats::vdb::{Grid, Leaf};
@@ -158,22 +159,6 @@ fn edge_midpoint(edge: usize) -> [f64; 3] {
     let mut p = corner_offset(start).map(|c| c as f64);
     p[axis] = 0.5;
     p
-}
-
-fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
 }
 
 /// Triangles of every case as cube-edge triples, `triangles[offsets[c]..offsets[c + 1]]`.

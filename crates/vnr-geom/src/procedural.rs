@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use vnr_formats::mesh::TriangleMesh;
 
+use crate::bvh::{dot, sub};
 use crate::marching_cubes::{marching_cubes, DenseField, MarchingCubesConfig, MarchingCubesError};
 
 /// Errors from building procedural meshes.
@@ -70,14 +71,6 @@ pub enum ShapeSdf {
     SmoothUnion(Box<ShapeSdf>, Box<ShapeSdf>, f64),
     /// Smooth subtraction of the second shape from the first, blend radius `k`.
     SmoothSubtraction(Box<ShapeSdf>, Box<ShapeSdf>, f64),
-}
-
-fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }
 
 fn length(a: [f64; 3]) -> f64 {

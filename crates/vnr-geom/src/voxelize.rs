@@ -27,6 +27,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::bvh::{cross, dot, sub};
 use rayon::prelude::*;
 use vnr_formats::binvox::{BinvoxError, BinvoxGrid, BinvoxVersion, MAX_VOXELS};
 use vnr_formats::mesh::TriangleMesh;
@@ -263,22 +264,6 @@ fn surface_voxels(triangles: &[[[f64; 3]; 3]], dims: [usize; 3]) -> Vec<u8> {
         .into_iter()
         .map(|m| u8::from(m.into_inner()))
         .collect()
-}
-
-fn sub(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
-}
-
-fn dot(a: [f64; 3], b: [f64; 3]) -> f64 {
-    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-}
-
-fn cross(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
-    [
-        a[1] * b[2] - a[2] * b[1],
-        a[2] * b[0] - a[0] * b[2],
-        a[0] * b[1] - a[1] * b[0],
-    ]
 }
 
 /// Whether a triangle and the closed cube of half side `half` around `centre` intersect:
