@@ -293,9 +293,9 @@ fn toy_dataset() -> MultiViewDataset {
         .collect();
     let c2w = orbit_camera_to_world(3.0, &elevations, &azimuths).unwrap();
     let intrinsics = Intrinsics::from_camera_angle_x(0.8, 16, 16);
-    let placeholder = Tensor::zeros((8, 16, 16, 3), DType::F32, &Device::Cpu).unwrap();
+    let black_images = Tensor::zeros((8, 16, 16, 3), DType::F32, &Device::Cpu).unwrap();
     let cameras =
-        MultiViewDataset::new(Split::Train, placeholder, None, c2w.clone(), intrinsics).unwrap();
+        MultiViewDataset::new(Split::Train, black_images, None, c2w.clone(), intrinsics).unwrap();
     let opts = RenderOptions::default();
     let images: Vec<Tensor> = (0..8)
         .map(|i| render_view(&truth, &cameras, i, &opts).unwrap())
