@@ -1,6 +1,8 @@
 //! Metrics: the KD-tree against brute force, area-weighted sampling, and chamfer / Hausdorff /
 //! normal consistency on cases with known answers.
 
+mod support;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vnr_formats::mesh::TriangleMesh;
@@ -57,22 +59,7 @@ fn kd_tree_matches_brute_force() {
 
 /// A box `[0, a] × [0, b] × [0, c]` as 12 outward triangles.
 fn box_mesh(size: [f32; 3]) -> TriangleMesh {
-    let positions = (0..8)
-        .map(|c| std::array::from_fn(|k| if (c >> k) & 1 == 1 { size[k] } else { 0.0 }))
-        .collect();
-    let quads = [
-        [0, 2, 6, 4],
-        [1, 5, 7, 3],
-        [0, 4, 5, 1],
-        [2, 3, 7, 6],
-        [0, 1, 3, 2],
-        [4, 6, 7, 5],
-    ];
-    let triangles = quads
-        .iter()
-        .flat_map(|q| [[q[0], q[2], q[1]], [q[0], q[3], q[2]]])
-        .collect();
-    TriangleMesh::new(positions, triangles).unwrap()
+    support::box_mesh([0.0; 3], size)
 }
 
 #[test]

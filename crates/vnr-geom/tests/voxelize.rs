@@ -2,8 +2,11 @@
 //! normalisation, and round trips through marching cubes (generated grids and the binvox
 //! fixtures).
 
+mod support;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use support::box_mesh;
 use vnr_formats::binvox::BinvoxGrid;
 use vnr_formats::mesh::TriangleMesh;
 use vnr_formats::testing::fixture;
@@ -57,24 +60,6 @@ fn triangle_box_test_agrees_with_clipping() {
 }
 
 /// An axis-aligned box mesh `[lo, hi]`, 12 outward triangles.
-fn box_mesh(lo: [f32; 3], hi: [f32; 3]) -> TriangleMesh {
-    let positions = (0..8)
-        .map(|c| std::array::from_fn(|k| if (c >> k) & 1 == 1 { hi[k] } else { lo[k] }))
-        .collect();
-    let quads = [
-        [0, 2, 6, 4],
-        [1, 5, 7, 3],
-        [0, 4, 5, 1],
-        [2, 3, 7, 6],
-        [0, 1, 3, 2],
-        [4, 6, 7, 5],
-    ];
-    let triangles = quads
-        .iter()
-        .flat_map(|q| [[q[0], q[2], q[1]], [q[0], q[3], q[2]]])
-        .collect();
-    TriangleMesh::new(positions, triangles).unwrap()
-}
 
 #[test]
 fn box_fills() {
