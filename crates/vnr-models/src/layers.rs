@@ -121,16 +121,11 @@ impl Conv {
         spec: ParamSpec,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let rank = kernel.len();
-        if !(2..=3).contains(&rank) || stride.len() != rank || stride.contains(&0) {
-            bail!("conv: kernel {kernel:?} and stride {stride:?} must both have 2 or 3 positive entries");
-        }
+        let (rank, stride3) = rank_and_stride3("conv", kernel, stride)?;
         let mut shape = vec![out_channels, in_channels];
         shape.extend_from_slice(kernel);
         let weight = vb.get_with_hints(shape, spec.weight_name, spec.weight_init)?;
         let bias = vb.get_with_hints(out_channels, spec.bias_name, spec.bias_init)?;
-        let mut stride3 = [1; 3];
-        stride3[3 - rank..].copy_from_slice(stride);
         Ok(Self {
             weight,
             bias,
@@ -224,16 +219,11 @@ impl ConvTranspose {
         spec: ParamSpec,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let rank = kernel.len();
-        if !(2..=3).contains(&rank) || stride.len() != rank || stride.contains(&0) {
-            bail!("conv_transpose: kernel {kernel:?} and stride {stride:?} must both have 2 or 3 positive entries");
-        }
+        let (rank, stride3) = rank_and_stride3("conv_transpose", kernel, stride)?;
         let mut shape = vec![in_channels, out_channels];
         shape.extend_from_slice(kernel);
         let weight = vb.get_with_hints(shape, spec.weight_name, spec.weight_init)?;
         let bias = vb.get_with_hints(out_channels, spec.bias_name, spec.bias_init)?;
-        let mut stride3 = [1; 3];
-        stride3[3 - rank..].copy_from_slice(stride);
         Ok(Self {
             weight,
             bias,
@@ -418,4 +408,16 @@ pub fn folded_dims(dims: &[usize], depth_axis: usize) -> Result<Vec<usize>> {
     let mut out = vec![dims[0], dims[depth_axis] * dims[1]];
     out.extend((2..5).filter(|&a| a != depth_axis).map(|a| dims[a]));
     Ok(out)
+}
+
+/// Checks a 2D or 3D kernel/stride pair and returns the rank and the stride as 3 axes
+/// (2D strides padded with a leading 1).
+fn rank_and_stride3(kind: &str, kernel: &[usize], stride: &[usize]) -> Result<(usize, [usize; 3])> {
+    let rank = kernel.len();
+    if !(2..=3).contains(&rank) || stride.len() != rank || stride.contains(&0) {
+        bail!("{kind}: kernel {kernel:?} and stride {stride:?} must both have 2 or 3 positive entries");
+    }
+    let mut stride3 = [1; 3];
+    stride3[3 - rank..].copy_from_slice(stride);
+    Ok((rank, stride3))
 }
