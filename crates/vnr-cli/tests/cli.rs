@@ -1,10 +1,8 @@
 //! End-to-end tests of the `vnr` binary: output, exit codes, and conversions that round trip.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::{stderr, stdout, vnr_mixed as vnr};
+use crate::support::{stderr, stdout, vnr_mixed as vnr};
 use vnr_formats::binvox::{BinvoxGrid, BinvoxVersion};
 use vnr_formats::testing::fixture;
 

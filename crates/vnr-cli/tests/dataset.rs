@@ -1,8 +1,6 @@
 //! `vnr dataset gen multiview`, driven through the built binary.
 
-mod support;
-
-use support::{path_str, vnr};
+use crate::support::{path_str, vnr};
 
 #[test]
 fn multiview_writes_the_nerf_synthetic_layout() {

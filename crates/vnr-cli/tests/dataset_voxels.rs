@@ -1,10 +1,8 @@
 //! `vnr dataset gen rendernet|convdeconv` through the built binary, at tiny sizes.
 
-mod support;
-
 use std::path::Path;
 
-use support::{path_str, vnr};
+use crate::support::{path_str, vnr};
 use vnr_formats::binvox::BinvoxGrid;
 use vnr_formats::dataset::{ChunkedDataset, DatasetConfig};
 

@@ -1,11 +1,9 @@
 //! `vnr convert` between meshes and grids (voxeliser, marching cubes) and `vnr eval chamfer`.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::vnr_mixed as vnr;
+use crate::support::vnr_mixed as vnr;
 use vnr_formats::binvox::{BinvoxGrid, BinvoxVersion};
 use vnr_formats::mesh::TriangleMesh;
 use vnr_formats::npz::{write_npz, NpyArray, NpyData};

@@ -1,9 +1,7 @@
 //! `vnr train plenoxels` and `vnr render-field`, driven through the built binary on a tiny
 //! generated dataset.
 
-mod support;
-
-use support::{ok, path_str, vnr};
+use crate::support::{ok, path_str, vnr};
 use vnr_formats::image::{read_gif, ImageF32};
 
 const TINY: &str = r#"

@@ -1,8 +1,6 @@
 //! Metrics: the KD-tree against brute force, area-weighted sampling, and chamfer / Hausdorff /
 //! normal consistency on cases with known answers.
 
-mod support;
-
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vnr_formats::mesh::TriangleMesh;
@@ -59,7 +57,7 @@ fn kd_tree_matches_brute_force() {
 
 /// A box `[0, a] × [0, b] × [0, c]` as 12 outward triangles.
 fn box_mesh(size: [f32; 3]) -> TriangleMesh {
-    support::box_mesh([0.0; 3], size)
+    crate::support::box_mesh([0.0; 3], size)
 }
 
 #[test]

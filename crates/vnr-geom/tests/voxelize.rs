@@ -2,11 +2,9 @@
 //! normalisation, and round trips through marching cubes (generated grids and the binvox
 //! fixtures).
 
-mod support;
-
+use crate::support::box_mesh;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use support::box_mesh;
 use vnr_formats::binvox::BinvoxGrid;
 use vnr_formats::mesh::TriangleMesh;
 use vnr_formats::testing::fixture;

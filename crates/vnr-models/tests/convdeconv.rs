@@ -1,13 +1,11 @@
 //! ConvDeconv: parameter counts, shapes, the bottleneck reshape order, a PyTorch golden
 //! forward, gradients and config handling.
 
-mod support;
-
-use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{VarBuilder, VarMap};
-use support::{
+use crate::support::{
     assert_grads_reach_all, golden, max_abs_diff, names, param_total, params, tensor, values,
 };
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{VarBuilder, VarMap};
 use vnr_models::convdeconv::{
     bottleneck_to_image, ConvDeconv, ConvDeconvConfig, ConvDeconvVersion,
 };

@@ -1,15 +1,13 @@
 //! DeepSDF decoder: parameter count and names, latent re-injection against PyTorch, specs
 //! reading, dropout, gradients, and the latent code table's max-norm lookup.
 
-mod support;
-
+use crate::support::{
+    assert_grads_reach_all, golden, max_abs_diff, names, param_total, params, tensor, values,
+};
 use candle_core::{DType, Device, ModuleT, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use support::{
-    assert_grads_reach_all, golden, max_abs_diff, names, param_total, params, tensor, values,
-};
 use vnr_models::deepsdf::{DeepSdfConfig, DeepSdfDecoder, LatentCodes};
 
 fn build(cfg: DeepSdfConfig) -> Result<(VarMap, DeepSdfDecoder)> {

@@ -1,16 +1,14 @@
 //! NeRF: the tutorial model against PyTorch (forward, marched colours, loss, gradients), the
 //! `Field` contract, configs, and a tiny fit on a rendered scene.
 
-mod support;
-
 use std::path::PathBuf;
 
+use crate::support::{max_abs_diff, names, params, tensor};
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
-use support::{max_abs_diff, names, params, tensor};
 use vnr_models::nerf::{DensityMode, NerfConfig, NeuralRadianceField};
 use vnr_models::nerf_train::{
     evaluate, fit, NerfError, NerfModel, NerfRays, NerfTrainConfig, PhotoLoss, RaySettings,

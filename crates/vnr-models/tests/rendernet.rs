@@ -2,11 +2,11 @@
 //! the image alignment, shapes and parameter counts, gradients (into the pose too), dropout
 //! reproducibility, losses, Phong shading against the original numpy, config readers.
 
-mod support;
-
+use crate::support::{
+    assert_grads_reach_all, golden, max_abs_diff, names, param_total, tensor, values,
+};
 use candle_core::{DType, Device, Module, ModuleT, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use support::{assert_grads_reach_all, golden, max_abs_diff, names, param_total, tensor, values};
 use vnr_models::layers::{fold_into_channels, Conv, ConvTranspose, Crop, Padding, ParamSpec};
 use vnr_models::rendernet::{
     align_to_image, bce_loss, generate_light_pos, mse_loss, phong_composite, Background,

@@ -352,7 +352,10 @@ fn second_derivatives_match_finite_differences() {
     let out = std::process::Command::new(exe)
         .args([
             "--exact",
-            "second_derivatives_in_child_process",
+            // The test's path in the integration binary: this file is its module `conv`.
+            concat!(module_path!(), "::second_derivatives_in_child_process")
+                .split_once("::")
+                .map_or("", |(_crate, path)| path),
             "--ignored",
             "--nocapture",
         ])

@@ -1,14 +1,12 @@
 //! Ray marchers against PyTorch3D's formulas (golden files), finite differences and limits.
 
-mod volume_golden;
-
+use crate::volume_golden::Golden;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use vnr_ops::gradcheck::{check_gradients, deterministic_values, GradCheckConfig};
 use vnr_render::raymarchers::{
     AbsorptionOnlyRaymarcher, EmissionAbsorptionRaymarcher, NerfLastStep, NerfRaymarcher,
     RayMarcher, RenderedRays,
 };
-use volume_golden::Golden;
 
 const TOL: f64 = 1e-5;
 

@@ -1,7 +1,6 @@
 //! Point splatting against PyTorch3D's formulas (golden files) and its documented behaviour.
 
-mod volume_golden;
-
+use crate::volume_golden::Golden;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use vnr_ops::gradcheck::{check_gradients, deterministic_values, GradCheckConfig};
 use vnr_render::splat::{
@@ -9,7 +8,6 @@ use vnr_render::splat::{
     SplatMode,
 };
 use vnr_render::volumes::{VolumeError, Volumes};
-use volume_golden::Golden;
 
 const TOL: f64 = 1e-5;
 

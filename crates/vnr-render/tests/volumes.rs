@@ -1,13 +1,11 @@
 //! `Volumes` against PyTorch3D's coordinate conventions (golden files) and as a `Field`.
 
-mod volume_golden;
-
+use crate::volume_golden::{assert_close, Golden};
 use candle_core::{DType, Device, Result, Tensor, Var};
 use vnr_ops::gradcheck::{check_gradients, deterministic_values, GradCheckConfig};
 use vnr_ops::grid_sample::GridSampleMode;
 use vnr_render::field::Field;
 use vnr_render::volumes::{VolumeError, VolumeLocator, Volumes};
-use volume_golden::{assert_close, Golden};
 
 const TOL: f64 = 1e-5;
 

@@ -1,0 +1,11 @@
+//! Every integration test of `vnr-ops`, as modules of one test binary: one link instead of one
+//! per file keeps a cold `cargo test` within CI's disk and time.
+
+mod conformance;
+mod conv;
+mod cumulative;
+mod embedding;
+mod grid_sample;
+mod layers;
+mod pool;
+mod raymarch;
