@@ -6,7 +6,7 @@
 //!
 //! ```sh
 //! cargo run --release -p vnr --example convdeconv -- [--steps N] [--samples N] \
-//!     [--material diffuse|reflective|clear] [--out DIR]
+//!     [--material diffuse|reflective|clear] [--seed S] [--out DIR]
 //! ```
 //!
 //! Writes `DIR/data` (the dataset), `DIR/run` (checkpoints, `log.jsonl`, `loss.png`) and
@@ -30,6 +30,7 @@ const CHUNK: usize = 50;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steps: u64 = parsed("--steps", 800)?;
     let samples: usize = parsed("--samples", 400)?;
+    let seed: u64 = parsed("--seed", 1)?;
     let out: PathBuf = parsed("--out", PathBuf::from("target/examples-out/convdeconv"))?;
     let material = match arg("--material") {
         None => MaterialKind::Diffuse,
@@ -43,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         image_size: model_cfg.output_size(),
         material,
         samples_per_chunk: CHUNK,
-        seed: 1,
+        seed,
         ..ConvDeconvGenConfig::default()
     };
     let data_dir = out.join("data");
@@ -62,14 +63,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         DatasetConfig {
             batch_size: 8,
             validation: ValidationSplit::Chunks(1),
-            seed: 1,
+            seed,
             ..DatasetConfig::default()
         },
     )?;
-    let model = ConvDeconvModel::new(model_cfg, &candle_core::Device::Cpu)?;
+    let model = ConvDeconvModel::new(model_cfg, seed, &candle_core::Device::Cpu)?;
     let mut config = convdeconv_train::train_config(steps, 8);
     config.validate_every = Some(steps.div_ceil(4));
-    config.seed = 1;
+    config.seed = seed;
     let run_dir = out.join("run");
     let trainer = support::train(model, config, &data, &run_dir)?;
 

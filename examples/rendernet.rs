@@ -6,7 +6,7 @@
 //! `vnr demo` (which adds a turntable GIF of an unseen shape).
 //!
 //! ```sh
-//! cargo run --release -p vnr --example rendernet -- [--steps N] [--shapes N] [--out DIR]
+//! cargo run --release -p vnr --example rendernet -- [--steps N] [--shapes N] [--seed S] [--out DIR]
 //! ```
 //!
 //! Writes `DIR/data` (the dataset), `DIR/run` (checkpoints, `log.jsonl`, `loss.png`) and
@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let experiment = Experiment {
         steps: parsed("--steps", defaults.steps)?,
         shapes: parsed("--shapes", defaults.shapes)?,
+        seed: parsed("--seed", defaults.seed)?,
         ..defaults
     };
     let out: PathBuf = parsed("--out", PathBuf::from("target/examples-out/rendernet"))?;

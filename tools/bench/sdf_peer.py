@@ -1,17 +1,26 @@
 """Signed distance side by side: libigl (fast winding number sign) and trimesh, on the bunny.
 
-Compare with `cargo bench -p vnr-geom --bench signed_distance sdf/bunny_winding` (vnr), which
-queries the same points: POINTS points in the bounding box (of the vertices used by faces) grown
-by 10 % per side, point i at lo + (hi - lo) * (1.2 f - 0.1), f = ((i * p_k) mod 10007) / 10007,
-p = (7919, 104729, 1299709).
+Compare with `VNR_SDF_BENCH_ONCE=1 cargo bench -p vnr-geom --bench signed_distance` (vnr; wall
+and CPU time) or `cargo bench -p vnr-geom --bench signed_distance sdf/bunny_winding`
+(criterion), which query the same points: POINTS points in the bounding box (of the vertices
+used by faces) grown by 10 % per side, point i at lo + (hi - lo) * (1.2 f - 0.1),
+f = ((i * p_k) mod 10007) / 10007, p = (7919, 104729, 1299709).
+
+`--deepsdf-points N` also times libigl on N points drawn as DeepSDF draws its samples (mesh
+normalised to the unit sphere; 94 % area-weighted surface points perturbed with variance 0.005
+or 0.0005, 6 % uniform in [-1, 1]^3): the distribution of vnr's `deepsdf_points_*` cases (the
+same distribution, not the same random numbers).
 
 Usage: /work/pyvenv/bin/python tools/bench/sdf_peer.py [--points N] [--trimesh-points N]
-       [--repeat N] [--mesh PATH]
+       [--deepsdf-points N] [--repeat N] [--mesh PATH]
 Needs `pip install libigl trimesh rtree` in the venv. libigl runs on its own thread pool (all
-cores); trimesh is single-threaded numpy.
+cores); trimesh is single-threaded numpy. On a shared machine compare the points per CPU-second
+(process user + system time), which do not depend on the other load; the load average is
+printed for the record.
 """
 
 import argparse
+import os
 import pathlib
 import statistics
 import time
@@ -33,6 +42,25 @@ def bench_points(vertices, faces, n):
     return (lo + (hi - lo) * (1.2 * f - 0.1)).astype(np.float32)
 
 
+def deepsdf_points(vertices, faces, n, seed=0):
+    """`n` points distributed as DeepSDF's samples of the mesh, in its normalised space."""
+    rng = np.random.default_rng(seed)
+    used = vertices[np.unique(faces)]
+    centre = 0.5 * (used.min(axis=0) + used.max(axis=0))
+    scale = 1.0 / (1.03 * np.linalg.norm(used - centre, axis=1).max())
+    v = (vertices - centre) * scale
+    a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
+    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    near = (47 * n // 50) // 2
+    tri = rng.choice(len(faces), size=near, p=area / area.sum())
+    r1 = np.sqrt(rng.random((near, 1)))
+    r2 = rng.random((near, 1))
+    surface = (1 - r1) * a[tri] + r1 * (1 - r2) * b[tri] + r1 * r2 * c[tri]
+    samples = [surface + rng.normal(0, np.sqrt(var), surface.shape) for var in (0.005, 0.0005)]
+    uniform = rng.uniform(-1, 1, (n - 2 * near, 3))
+    return v, np.concatenate(samples + [uniform])
+
+
 def timed(name, n, run, repeat):
     run()  # warm-up: builds trees, fills caches
     times, cpus = [], []
@@ -43,7 +71,7 @@ def timed(name, n, run, repeat):
         cpus.append(time.process_time() - cpu)
     best = min(times)
     # Points per CPU-second (all threads) does not depend on other load on a shared machine.
-    print(f"{name:34s} {n:8d} points  median {statistics.median(times) * 1e3:9.1f} ms"
+    print(f"{name:40s} {n:8d} points  median {statistics.median(times) * 1e3:9.1f} ms"
           f"  best {best * 1e3:9.1f} ms  {n / best / 1e3:9.1f} k points/s"
           f"  {n / min(cpus) / 1e3:9.1f} k points/cpu-s")
     return out
@@ -54,8 +82,10 @@ def main():
     parser.add_argument("--mesh", type=pathlib.Path, default=DEFAULT_MESH)
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--trimesh-points", type=int, default=1_000)
+    parser.add_argument("--deepsdf-points", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    print("load average (1, 5, 15 min): %.2f %.2f %.2f" % os.getloadavg())
 
     v, f = igl.read_triangle_mesh(str(args.mesh))
     v = v.astype(np.float64)
@@ -64,6 +94,11 @@ def main():
     fwn = igl.SIGNED_DISTANCE_TYPE_FAST_WINDING_NUMBER
     s_igl = timed("libigl signed_distance (FWN)", len(points),
                   lambda: igl.signed_distance(points, v, f, sign_type=fwn)[0], args.repeat)
+
+    if args.deepsdf_points > 0:
+        v_unit, near = deepsdf_points(v, f, args.deepsdf_points)
+        timed("libigl signed_distance (FWN), deepsdf", len(near),
+              lambda: igl.signed_distance(near, v_unit, f, sign_type=fwn)[0], args.repeat)
 
     mesh = trimesh.Trimesh(v, f, process=False)
     few = points[: args.trimesh_points]

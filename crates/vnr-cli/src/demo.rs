@@ -32,8 +32,7 @@ pub struct DemoArgs {
     /// Training steps (default: 300, or 2 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
-    /// Seed of the shapes, their views and the batches (the weight initialisation is candle's
-    /// unseeded CPU generator).
+    /// Seed of the shapes, their views, the initial weights and the batches.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// A tiny run that finishes in seconds (checks the pipeline; learns next to nothing).

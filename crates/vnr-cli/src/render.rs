@@ -4,7 +4,8 @@
 //! FILE is a `.vdb` (level set → surface; fog volume → fog), `.binvox` (occupancy surface),
 //! `.npy`/`.npz` dense grid (npz keys `values`, `origin`, `voxel_size` as `vnr convert`
 //! writes them), or an analytic shape `sdf:NAME` with NAME one of sphere, box, rounded-box,
-//! torus, capsule, union, intersection, smooth-union (all within `[-1, 1]³`).
+//! torus, capsule, union, intersection, smooth-union, difference, superquadric (all within
+//! `[-1, 1]³`).
 //!
 //! The camera orbits the look-at point (default: the centre of the object's box) with
 //! PyTorch3D's convention: position `radius · (cos e · sin a, sin e, cos e · cos a) + at`,
@@ -31,7 +32,8 @@ use vnr_render::reference::{
 #[derive(Debug, Args)]
 pub struct RenderArgs {
     /// What to render: a .vdb, .binvox, .npy or .npz file, or sdf:NAME (sphere, box,
-    /// rounded-box, torus, capsule, union, intersection, smooth-union).
+    /// rounded-box, torus, capsule, union, intersection, smooth-union, difference,
+    /// superquadric).
     pub input: String,
     /// Output file: .png (or .npy for depth); .gif with --rotate.
     #[arg(long)]

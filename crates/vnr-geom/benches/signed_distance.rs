@@ -4,7 +4,9 @@
 //! fixtures (see `vnr_formats::testing`); the 1-million-triangle torus is generated. Compare
 //! with `tools/bench/sdf_peer.py` (libigl, trimesh) on the same points: both draw
 //! `POINTS` points uniformly in the bunny's bounding box grown by 10 % per side from the same
-//! deterministic sequence ([`bench_points`]).
+//! deterministic sequence ([`bench_points`]). The `deepsdf_points` cases query DeepSDF's 500,000
+//! sample positions of the bunny (mostly near the surface, the costly case), distance and
+//! winding number apart; `sdf_peer.py --deepsdf-points N` times libigl on the same distribution.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use vnr_formats::mesh::TriangleMesh;
 use vnr_geom::deepsdf_samples::{sample_sdf, SamplingOptions};
+use vnr_geom::normalize::Normalization;
 use vnr_geom::signed_distance::procedural::torus;
 use vnr_geom::signed_distance::{MeshSdf, SdfOptions};
 use vnr_geom::winding::FastWindingNumber;
@@ -33,6 +36,19 @@ fn bench_points(mesh: &TriangleMesh, n: usize) -> Vec<[f32; 3]> {
                 lo[k] + (hi[k] - lo[k]) * (1.2 * f - 0.1)
             })
         })
+        .collect()
+}
+
+/// DeepSDF's 500,000 sample positions of `mesh` (94 % near the surface, where queries cost
+/// the most), in the normalised space they were drawn in.
+fn deepsdf_points(mesh: &TriangleMesh) -> Vec<[f32; 3]> {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let samples = sample_sdf(mesh, &SamplingOptions::default(), &mut rng).expect("samples");
+    samples
+        .pos
+        .iter()
+        .chain(&samples.neg)
+        .map(|r| [r[0], r[1], r[2]])
         .collect()
 }
 
@@ -60,6 +76,21 @@ fn bench(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("bunny_winding_number_only", POINTS), |b| {
             b.iter(|| black_box(winding.winding_numbers(&points)))
         });
+        let normalized = Normalization::deepsdf(&mesh)
+            .expect("the bunny normalises")
+            .apply_to_mesh(&mesh);
+        let near = deepsdf_points(&mesh);
+        let sdf = MeshSdf::new(&normalized, &SdfOptions::default()).expect("the bunny builds");
+        group.throughput(Throughput::Elements(near.len() as u64));
+        group.bench_function(
+            BenchmarkId::new("bunny_deepsdf_points_distance_only", near.len()),
+            |b| b.iter(|| black_box(sdf.bvh().closest_points(&near, f32::INFINITY))),
+        );
+        let winding = FastWindingNumber::new(&normalized, 2.0).expect("the bunny builds");
+        group.bench_function(
+            BenchmarkId::new("bunny_deepsdf_points_winding_number_only", near.len()),
+            |b| b.iter(|| black_box(winding.winding_numbers(&near))),
+        );
         group.throughput(Throughput::Elements(1));
         group.bench_function("bunny_build", |b| {
             b.iter(|| black_box(MeshSdf::new(&mesh, &SdfOptions::default()).expect("builds")))
@@ -119,20 +150,41 @@ fn once() {
     report("bunny_winding", POINTS, &mut || {
         black_box(sdf.signed_distances(&points));
     });
+    let normalized = Normalization::deepsdf(&mesh)
+        .expect("the bunny normalises")
+        .apply_to_mesh(&mesh);
+    let near = deepsdf_points(&mesh);
+    let near_sdf = MeshSdf::new(&normalized, &SdfOptions::default()).expect("the bunny builds");
+    report("deepsdf_points_distance", near.len(), &mut || {
+        black_box(near_sdf.bvh().closest_points(&near, f32::INFINITY));
+    });
+    let winding = FastWindingNumber::new(&normalized, 2.0).expect("the bunny builds");
+    report("deepsdf_points_winding", near.len(), &mut || {
+        black_box(winding.winding_numbers(&near));
+    });
     report("bunny_deepsdf_500k", 500_000, &mut || {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         black_box(sample_sdf(&mesh, &SamplingOptions::default(), &mut rng).expect("samples"));
     });
-    drop(sdf);
+    drop((sdf, near_sdf, winding, near, normalized));
+    print_peak_memory("the bunny cases");
+    // Start the peak over (Linux: writing 5 to clear_refs resets VmHWM), so the torus's own
+    // peak shows.
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let big = torus(1.0, 0.3, 1000, 500);
     report("torus_1m_triangles_deepsdf", 500_000, &mut || {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         black_box(sample_sdf(&big, &SamplingOptions::default(), &mut rng).expect("samples"));
     });
+    print_peak_memory(if reset { "the torus case" } else { "all cases" });
+}
+
+/// Prints the peak resident memory (`VmHWM`, Linux) since the start or the last reset.
+fn print_peak_memory(what: &str) {
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
         for line in status.lines().filter(|l| l.starts_with("VmHWM")) {
             println!(
-                "peak resident memory: {}",
+                "peak resident memory, {what}: {}",
                 line.trim_start_matches("VmHWM:").trim()
             );
         }

@@ -5,6 +5,14 @@
 //! in one flat depth-first array (a node's left child directly follows it), and the triangles'
 //! corners are copied in leaf order, so a traversal reads memory mostly front to back.
 //!
+//! Closest-point queries walk a copy of the tree collapsed to four children per node, whose
+//! four boxes sit side by side so that one vector register measures all four distances; the
+//! nearest child is searched first and every box farther than the best distance so far is
+//! skipped. Batched queries ([`Bvh::closest_points`], and the winding-number and signed-distance
+//! batches) visit the points in Morton order, a run of neighbours per rayon task: neighbours
+//! touch the same nodes, and each query starts from the previous one's closest triangle, whose
+//! distance bounds the search before the first descent. Ray queries walk the binary tree.
+//!
 //! Per-triangle arithmetic is done in `f64`: closest points stay exact to `f32` rounding even
 //! for long thin triangles, and degenerate triangles (zero area, repeated corners) are treated
 //! as segments or points, so no query ever produces NaN.
@@ -169,10 +177,209 @@ pub struct RayHit {
 #[derive(Debug, Clone)]
 pub struct Bvh {
     pub(crate) nodes: Vec<Node>,
+    /// The same tree collapsed to four children per node, for closest-point queries.
+    wide: Vec<WideNode>,
     /// Corners of each triangle, in leaf order.
     pub(crate) corners: Vec<[[f32; 3]; 3]>,
     /// Mesh triangle id of each triangle, in leaf order.
     pub(crate) ids: Vec<u32>,
+}
+
+/// Per-thread scratch space of closest-point queries.
+#[derive(Debug, Default)]
+pub(crate) struct ClosestScratch {
+    /// Traversal stack: wide node, its box's squared distance.
+    stack: Vec<(u32, f32)>,
+    /// Leaf-order index of the previous query's closest triangle.
+    last: Option<u32>,
+}
+
+/// Query points per rayon task in [`coherent_map`]: enough for the warm starts of consecutive
+/// queries to pay, few enough to balance the load.
+const COHERENT_CHUNK: usize = 512;
+
+/// Bits per axis of the Morton codes that order batched queries.
+const MORTON_BITS: u32 = 10;
+
+/// Runs `query` on every point, in parallel, and returns the results in the order of `points`.
+///
+/// The points are visited in Morton (Z-order) order of their bounding box, in chunks of
+/// [`COHERENT_CHUNK`] consecutive points per task with one `init()` state each: neighbouring
+/// queries then walk the same tree nodes (cache hits), and a query's state (such as the
+/// previous closest triangle) is a good start for the next one. A query's result does not
+/// depend on the order, up to which of exactly equidistant triangles is reported. (Batches of
+/// 2³² points or more, whose indices do not fit the sort keys, run in input order.)
+pub(crate) fn coherent_map<S, R>(
+    points: &[[f32; 3]],
+    init: impl Fn() -> S + Sync + Send,
+    query: impl Fn(&mut S, [f32; 3]) -> R + Sync + Send,
+) -> Vec<R>
+where
+    R: Copy + Send + Sync,
+{
+    if u32::try_from(points.len()).is_err() {
+        return points
+            .par_iter()
+            .map_init(&init, |state, &p| query(state, p))
+            .collect();
+    }
+    let order = morton_order(points);
+    let sorted: Vec<R> = order
+        .par_chunks(COHERENT_CHUNK)
+        .flat_map_iter(|chunk| {
+            let mut state = init();
+            chunk
+                .iter()
+                .map(|&i| query(&mut state, points[i as usize]))
+                .collect::<Vec<R>>()
+        })
+        .collect();
+    let mut rank = vec![0u32; points.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i as usize] = r as u32;
+    }
+    rank.par_iter().map(|&r| sorted[r as usize]).collect()
+}
+
+/// Indices of `points` sorted by the Morton code of their position in the box of the finite
+/// points ([`MORTON_BITS`] per axis; ties and non-finite points keep their input order).
+fn morton_order(points: &[[f32; 3]]) -> Vec<u32> {
+    let mut bounds = Aabb::EMPTY;
+    for p in points.iter().filter(|p| p.iter().all(|c| c.is_finite())) {
+        bounds.grow(*p);
+    }
+    let cells = (1u32 << MORTON_BITS) as f32;
+    let scale: [f32; 3] = std::array::from_fn(|k| {
+        let extent = bounds.max[k] - bounds.min[k];
+        if extent > 0.0 && extent.is_finite() {
+            cells / extent
+        } else {
+            0.0
+        }
+    });
+    let mut keys: Vec<u64> = points
+        .par_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut code = 0u64;
+            for k in 0..3 {
+                // `as` saturates: NaN → 0, beyond the box → the last cell.
+                let cell = (((p[k] - bounds.min[k]) * scale[k]) as u32).min((1 << MORTON_BITS) - 1);
+                code |= spread_bits(cell) << k;
+            }
+            code << 32 | i as u64
+        })
+        .collect();
+    keys.par_sort_unstable();
+    keys.into_iter().map(|key| key as u32).collect()
+}
+
+/// Spreads the low [`MORTON_BITS`] bits of `x` to every third bit.
+fn spread_bits(x: u32) -> u64 {
+    let mut x = u64::from(x) & 0x3ff;
+    x = (x | x << 16) & 0x0300_00ff;
+    x = (x | x << 8) & 0x0300_f00f;
+    x = (x | x << 4) & 0x030c_30c3;
+    (x | x << 2) & 0x0924_9249
+}
+
+/// Children per node of the collapsed tree.
+const WIDTH: usize = 4;
+
+/// `count` of an unused lane of a [`WideNode`].
+const EMPTY_LANE: u32 = u32::MAX;
+
+/// A node of the four-wide tree: its children's boxes side by side (one axis of four boxes per
+/// array, so the four box distances are computed in one vector register) and their links.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct WideNode {
+    /// `min[axis][lane]`: smallest corner of each child's box.
+    min: [[f32; WIDTH]; 3],
+    /// `max[axis][lane]`: largest corner of each child's box.
+    max: [[f32; WIDTH]; 3],
+    /// Interior child: index of its wide node. Leaf: first triangle in leaf order.
+    child: [u32; WIDTH],
+    /// Leaf: number of triangles (≥ 1). Interior child: 0. Unused lane: [`EMPTY_LANE`].
+    count: [u32; WIDTH],
+}
+
+impl WideNode {
+    /// Squared distances from `p` to the four children's boxes (meaningless for unused lanes).
+    fn distances_squared(&self, p: [f32; 3]) -> [f32; WIDTH] {
+        let mut d2 = [0.0f32; WIDTH];
+        for (k, &c) in p.iter().enumerate() {
+            for ((d2, &lo), &hi) in d2.iter_mut().zip(&self.min[k]).zip(&self.max[k]) {
+                // Plain comparisons (not `f32::max`, which must honour NaN) compile to
+                // vector max instructions; the boxes and `p` are finite.
+                let below = lo - c;
+                let above = c - hi;
+                let d = if below > above { below } else { above };
+                let d = if d > 0.0 { d } else { 0.0 };
+                *d2 += d * d;
+            }
+        }
+        d2
+    }
+}
+
+/// Collapses the binary tree into a four-wide one: each wide node takes its binary node's
+/// children and keeps replacing the interior child of largest surface by that child's two
+/// children until it has four.
+fn widen(nodes: &[Node]) -> Vec<WideNode> {
+    let empty = WideNode {
+        min: [[0.0; WIDTH]; 3],
+        max: [[0.0; WIDTH]; 3],
+        child: [0; WIDTH],
+        count: [EMPTY_LANE; WIDTH],
+    };
+    let mut wide = vec![empty];
+    // (binary node, its wide node) still to fill.
+    let mut todo = vec![(0usize, 0usize)];
+    while let Some((binary, at)) = todo.pop() {
+        let root = &nodes[binary];
+        let mut kids = [0usize; WIDTH];
+        let mut n = if root.is_leaf() {
+            kids[0] = binary;
+            1
+        } else {
+            kids[0] = binary + 1;
+            kids[1] = root.index as usize;
+            2
+        };
+        while n < WIDTH {
+            let widest = (0..n)
+                .filter(|&i| !nodes[kids[i]].is_leaf())
+                .max_by(|&a, &b| {
+                    let area = |i: usize| nodes[kids[i]].bounds.half_area();
+                    area(a).total_cmp(&area(b))
+                });
+            let Some(i) = widest else { break };
+            let opened = kids[i];
+            kids[i] = opened + 1;
+            kids[n] = nodes[opened].index as usize;
+            n += 1;
+        }
+        let mut node = empty;
+        for (lane, &kid) in kids[..n].iter().enumerate() {
+            let k = &nodes[kid];
+            for axis in 0..3 {
+                node.min[axis][lane] = k.bounds.min[axis];
+                node.max[axis][lane] = k.bounds.max[axis];
+            }
+            if k.is_leaf() {
+                node.child[lane] = k.index;
+                node.count[lane] = k.count;
+            } else {
+                node.child[lane] = wide.len() as u32;
+                node.count[lane] = 0;
+                todo.push((kid, wide.len()));
+                wide.push(empty);
+            }
+        }
+        wide[at] = node;
+    }
+    wide
 }
 
 /// Per-triangle data while building.
@@ -218,6 +425,7 @@ impl Bvh {
             .map(|&id| corners_of(&mesh.triangles[id as usize]))
             .collect();
         Ok(Self {
+            wide: widen(&nodes),
             nodes,
             corners,
             ids,
@@ -242,21 +450,19 @@ impl Bvh {
     /// The closest surface point to `p` no farther than `max_distance` (use `f32::INFINITY` for
     /// no cutoff); `None` when every triangle is farther.
     pub fn closest_point(&self, p: [f32; 3], max_distance: f32) -> Option<ClosestPoint> {
-        self.closest_point_with_stack(p, max_distance, &mut Vec::new())
+        self.closest_point_with_scratch(p, max_distance, &mut ClosestScratch::default())
     }
 
-    /// [`Bvh::closest_point`] for many points, in parallel.
+    /// [`Bvh::closest_point`] for many points, in parallel (in Morton order, see
+    /// [`coherent_map`]; the results are in the order of `points`).
     pub fn closest_points(
         &self,
         points: &[[f32; 3]],
         max_distance: f32,
     ) -> Vec<Option<ClosestPoint>> {
-        points
-            .par_iter()
-            .map_init(Vec::new, |stack, &p| {
-                self.closest_point_with_stack(p, max_distance, stack)
-            })
-            .collect()
+        coherent_map(points, ClosestScratch::default, |scratch, p| {
+            self.closest_point_with_scratch(p, max_distance, scratch)
+        })
     }
 
     /// Distance from `p` to the surface (no cutoff).
@@ -265,11 +471,15 @@ impl Bvh {
             .map_or(f32::INFINITY, |c| c.distance_squared.sqrt())
     }
 
-    pub(crate) fn closest_point_with_stack(
+    /// [`Bvh::closest_point`] with reusable scratch space. The closest triangle of the previous
+    /// query made with the same scratch is tested first: for coherent queries (neighbours in
+    /// Morton order) its distance is already close to the answer and prunes most of the tree
+    /// before the first descent.
+    pub(crate) fn closest_point_with_scratch(
         &self,
         p: [f32; 3],
         max_distance: f32,
-        stack: &mut Vec<(u32, f32)>,
+        scratch: &mut ClosestScratch,
     ) -> Option<ClosestPoint> {
         if p.iter().any(|c| !c.is_finite()) || max_distance.is_nan() {
             return None;
@@ -281,57 +491,81 @@ impl Bvh {
             f64::INFINITY
         };
         let mut best: Option<(usize, [f64; 3], [f64; 3])> = None;
-        // The stack holds nodes with their box distance, so a node pushed before the best
+        if let Some(t) = scratch.last.filter(|&t| (t as usize) < self.corners.len()) {
+            let t = t as usize;
+            let (q, bary) = closest_on_triangle(pd, &self.corners[t]);
+            let d2 = dist2(pd, q);
+            if d2 <= best_d2 {
+                best_d2 = d2;
+                best = Some((t, q, bary));
+            }
+        }
+        // Box distances are in f32 and may round up past the f64 best by an ulp, so they are
+        // compared with a little slack rather than skip a box that could hold the exact winner.
+        let slack = |best_d2: f64| (best_d2 * (1.0 + 1e-6)) as f32;
+        let mut limit = slack(best_d2);
+        // The stack holds children with their box distance, so one pushed before the best
         // shrank is dropped on pop without recomputing its box distance.
+        let stack = &mut scratch.stack;
         stack.clear();
         let root = self.nodes[0].bounds.distance_squared(p);
-        if f64::from(root) <= best_d2 {
+        if root <= limit {
             stack.push((0, root));
         }
-        while let Some((i, box_d2)) = stack.pop() {
-            // The box distance is in f32 and may round up past an f64 best by an ulp, so compare
-            // with a little slack rather than skip a box that could hold the exact winner.
-            if f64::from(box_d2) > best_d2 * (1.0 + 1e-6) {
+        // Tests the triangles `range` (in leaf order) against the best so far.
+        let mut test_leaf = |range: std::ops::Range<usize>, best_d2: &mut f64, limit: &mut f32| {
+            for t in range {
+                let corners = &self.corners[t];
+                // The triangle's own box is a cheap f32 lower bound that skips most exact
+                // tests in a leaf.
+                let mut bounds = Aabb::EMPTY;
+                corners.iter().for_each(|&c| bounds.grow(c));
+                if bounds.distance_squared(p) > *limit {
+                    continue;
+                }
+                let (q, bary) = closest_on_triangle(pd, corners);
+                let d2 = dist2(pd, q);
+                if d2 <= *best_d2 {
+                    *best_d2 = d2;
+                    *limit = slack(d2);
+                    best = Some((t, q, bary));
+                }
+            }
+        };
+        while let Some((index, box_d2)) = stack.pop() {
+            if box_d2 > limit {
                 continue;
             }
-            let node = &self.nodes[i as usize];
-            if node.is_leaf() {
-                for t in node.triangle_range() {
-                    let corners = &self.corners[t];
-                    // The triangle's own box is a cheap f32 lower bound that skips most exact
-                    // tests in a leaf.
-                    let mut bounds = Aabb::EMPTY;
-                    corners.iter().for_each(|&c| bounds.grow(c));
-                    if f64::from(bounds.distance_squared(p)) > best_d2 * (1.0 + 1e-6) {
-                        continue;
-                    }
-                    let (q, bary) = closest_on_triangle(pd, corners);
-                    let d2 = dist2(pd, q);
-                    if d2 <= best_d2 {
-                        best_d2 = d2;
-                        best = Some((t, q, bary));
-                    }
+            let node = &self.wide[index as usize];
+            let d2 = node.distances_squared(p);
+            // Leaf children are tested at once; interior ones are pushed farthest first, so
+            // the nearest is searched first.
+            let mut open = [(0u32, 0.0f32); WIDTH];
+            let mut n = 0;
+            for (lane, &d) in d2.iter().enumerate() {
+                let count = node.count[lane];
+                if count == EMPTY_LANE || d > limit {
+                    continue;
                 }
-            } else {
-                let left = i + 1;
-                let right = node.index;
-                let dl = self.nodes[left as usize].bounds.distance_squared(p);
-                let dr = self.nodes[right as usize].bounds.distance_squared(p);
-                let limit = best_d2 * (1.0 + 1e-6);
-                // Push the farther child first so the nearer one is searched first.
-                let (near, far) = if dl <= dr {
-                    ((left, dl), (right, dr))
-                } else {
-                    ((right, dr), (left, dl))
-                };
-                if f64::from(far.1) <= limit {
-                    stack.push(far);
+                let child = node.child[lane];
+                if count > 0 {
+                    let start = child as usize;
+                    test_leaf(start..start + count as usize, &mut best_d2, &mut limit);
+                    continue;
                 }
-                if f64::from(near.1) <= limit {
-                    stack.push(near);
+                let mut at = n;
+                while at > 0 && open[at - 1].1 < d {
+                    open[at] = open[at - 1];
+                    at -= 1;
                 }
+                open[at] = (child, d);
+                n += 1;
+            }
+            for &entry in &open[..n] {
+                stack.push(entry);
             }
         }
+        scratch.last = best.map(|(t, _, _)| t as u32);
         best.map(|(t, q, bary)| ClosestPoint {
             point: q.map(|c| c as f32),
             triangle: self.ids[t],

@@ -10,7 +10,9 @@
 //! | [`deepsdf_samples`] | DeepSDF's SDF samples (`pos`/`neg` `.npz`) for one mesh or a directory |
 //! | [`voxelize`] | mesh → surface or solid occupancy, written as binvox or VDB |
 //! | [`marching_cubes`] | watertight marching cubes on dense grids and sparse VDB level sets |
-//! | [`procedural`] | analytic tori, capsules, rounded boxes and CSG blends, shape families, their meshes |
+//! | [`sdf`] | analytic signed distances with gradients: sphere, box, rounded box, torus, capsule, superquadric, CSG and smooth blends |
+//! | [`vec3`] | the `f64` 3-vector, ray and box of the analytic shapes and per-point code |
+//! | [`procedural`] | shape families of random analytic shapes (a stand-in for a ShapeNet class), their meshes |
 //! | [`metrics`] | chamfer distance as DeepSDF evaluates it, Hausdorff, normal consistency |
 
 pub mod bvh;
@@ -19,6 +21,8 @@ pub mod marching_cubes;
 pub mod metrics;
 pub mod normalize;
 pub mod procedural;
+pub mod sdf;
 pub mod signed_distance;
+pub mod vec3;
 pub mod voxelize;
 pub mod winding;

@@ -22,8 +22,8 @@
 use rayon::prelude::*;
 use vnr_formats::mesh::TriangleMesh;
 
-use crate::bvh::{Bvh, GeometryError, Ray};
-use crate::winding::{FastWindingNumber, DEFAULT_ACCURACY};
+use crate::bvh::{coherent_map, Bvh, ClosestScratch, GeometryError, Ray};
+use crate::winding::{FastWindingNumber, WindingScratch, DEFAULT_ACCURACY};
 
 /// How the sign of the distance is decided.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,29 +120,26 @@ impl MeshSdf {
         self.query(p, &mut scratch).signed()
     }
 
-    /// Signed distances at many points, in parallel.
+    /// Signed distances at many points, in parallel (visited in Morton order, so that
+    /// neighbouring queries share their tree walks; the results are in the order of `points`).
     pub fn signed_distances(&self, points: &[[f32; 3]]) -> Vec<f32> {
-        points
-            .par_iter()
-            .map_init(Scratch::default, |scratch, &p| {
-                self.query(p, scratch).signed()
-            })
-            .collect()
+        coherent_map(points, Scratch::default, |scratch, p| {
+            self.query(p, scratch).signed()
+        })
     }
 
     /// Distance and sign evidence at many points, in parallel (for callers that treat
     /// uncertain signs specially, as DeepSDF's sampler drops non-unanimous scan votes).
     pub fn queries(&self, points: &[[f32; 3]]) -> Vec<SdfQuery> {
-        points
-            .par_iter()
-            .map_init(Scratch::default, |scratch, &p| self.query(p, scratch))
-            .collect()
+        coherent_map(points, Scratch::default, |scratch, p| {
+            self.query(p, scratch)
+        })
     }
 
     fn query(&self, p: [f32; 3], scratch: &mut Scratch) -> SdfQuery {
         let distance = self
             .bvh()
-            .closest_point_with_stack(p, f32::INFINITY, &mut scratch.stack)
+            .closest_point_with_scratch(p, f32::INFINITY, &mut scratch.closest)
             .map_or(f32::NAN, |c| c.distance_squared.sqrt());
         if !distance.is_finite() {
             return SdfQuery {
@@ -155,7 +152,7 @@ impl MeshSdf {
             None => {
                 let w = self
                     .winding
-                    .winding_number_with_stack(p, &mut scratch.winding_stack);
+                    .winding_number_with_scratch(p, &mut scratch.winding);
                 SdfQuery {
                     distance,
                     inside: w > 0.5,
@@ -179,8 +176,8 @@ impl MeshSdf {
 /// Per-thread scratch space of a query.
 #[derive(Default)]
 struct Scratch {
-    stack: Vec<(u32, f32)>,
-    winding_stack: Vec<u32>,
+    closest: ClosestScratch,
+    winding: WindingScratch,
     neighbours: Vec<(f32, u32)>,
 }
 

@@ -317,3 +317,60 @@ fn bunny_fast_winding_sign_matches_exact() {
         "only {inside} of {tested} points inside the bunny"
     );
 }
+
+/// Batched queries run in Morton order with warm starts from the previous query; their results
+/// must be exactly the single queries', in the caller's order (non-finite points included).
+#[test]
+fn batched_queries_equal_single_queries_in_input_order() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let soup = random_soup(2000, &mut rng);
+    let bvh = Bvh::new(&soup).unwrap();
+    // More points than one parallel chunk, some repeated, one NaN and one infinite.
+    let mut queries: Vec<[f32; 3]> = (0..1500).map(|_| random_point(&mut rng, 1.5)).collect();
+    queries.extend_from_within(..100);
+    queries[700] = [f32::NAN, 0.0, 0.0];
+    queries[701] = [0.0, f32::INFINITY, 0.0];
+    let batched = bvh.closest_points(&queries, f32::INFINITY);
+    for (q, hit) in queries.iter().zip(&batched) {
+        let single = bvh.closest_point(*q, f32::INFINITY);
+        assert_eq!(
+            hit.map(|h| h.distance_squared),
+            single.map(|h| h.distance_squared),
+            "{q:?}"
+        );
+    }
+    assert!(batched[700].is_none() && batched[701].is_none());
+    assert!(bvh.closest_points(&[], 1.0).is_empty());
+    let cutoff = bvh.closest_points(&queries, 0.05);
+    for (q, hit) in queries.iter().zip(&cutoff) {
+        assert_eq!(
+            hit.map(|h| h.distance_squared),
+            bvh.closest_point(*q, 0.05).map(|h| h.distance_squared),
+            "{q:?}"
+        );
+    }
+
+    let mesh = torus(1.0, 0.4, 48, 24);
+    let fast = FastWindingNumber::new(&mesh, 2.0).unwrap();
+    let batched = fast.winding_numbers(&queries);
+    for (q, w) in queries.iter().zip(&batched) {
+        let single = fast.winding_number(*q);
+        assert!(
+            w.to_bits() == single.to_bits() || (w.is_nan() && single.is_nan()),
+            "{q:?}: {w} vs {single}"
+        );
+    }
+}
+
+/// The far field is summed in `f32`: a query so far away that its squared distance overflows
+/// must get a winding number of 0, not NaN.
+#[test]
+fn winding_number_far_away_is_zero_not_nan() {
+    let fast = FastWindingNumber::new(&torus(1.0, 0.4, 32, 16), 2.0).unwrap();
+    for q in [[1e30, 0.0, 0.0], [-3e19, 2e19, 1.0], [0.0, 0.0, f32::MAX]] {
+        let w = fast.winding_number(q);
+        assert!(w.abs() < 1e-6, "w({q:?}) = {w}");
+    }
+    let w = fast.winding_number([1e4, 0.0, 0.0]);
+    assert!(w.abs() < 1e-6, "w = {w}");
+}

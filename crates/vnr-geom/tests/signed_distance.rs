@@ -231,3 +231,26 @@ fn suzanne_orientation() {
     );
     assert!(scan_inside > 0);
 }
+
+/// `signed_distances` sorts the points by Morton code and hands each rayon task a run of
+/// neighbours; the results must come back in the caller's order, equal to single queries.
+#[test]
+fn batched_signed_distances_match_single_queries() {
+    let mesh = torus(1.0, 0.35, 64, 32);
+    let sdf = MeshSdf::new(&mesh, &SdfOptions::default()).unwrap();
+    let mut points = random_points(3000, 1.6, 7);
+    points[10] = [f32::NAN; 3];
+    points[2999] = [0.0, 0.0, f32::NEG_INFINITY];
+    let batched = sdf.signed_distances(&points);
+    let queries = sdf.queries(&points);
+    for (i, p) in points.iter().enumerate() {
+        let single = sdf.signed_distance(*p);
+        if single.is_nan() {
+            assert!(batched[i].is_nan() && queries[i].distance.is_nan(), "{p:?}");
+        } else {
+            assert_eq!(batched[i], single, "{p:?}");
+            assert_eq!(queries[i].signed(), single, "{p:?}");
+        }
+    }
+    assert!(batched[10].is_nan() && batched[2999].is_nan());
+}

@@ -349,10 +349,6 @@ impl ConvDeconv {
         &self.cfg
     }
 
-    fn act(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::leaky_relu(x, self.cfg.negative_slope)
-    }
-
     /// Appends a skip's features (if any) to `x` `[B, C, R, R]` along channels.
     fn with_skip(x: Tensor, skip: &Option<Skip>, features: &[Tensor]) -> Result<Tensor> {
         match skip {
@@ -449,19 +445,20 @@ impl Module for ConvDeconv {
             [_, 1, d, h, w] if [*d, *h, *w] == [s, s, s] => {}
             dims => bail!("convdeconv: expected input [B, 1, {s}, {s}, {s}], got {dims:?}"),
         }
+        let slope = self.cfg.negative_slope;
         let mut x = x.clone();
         let mut features = Vec::with_capacity(self.encoder.len());
         for scale in &self.encoder {
-            x = self.act(&scale.down.forward(&x)?)?;
+            x = scale.down.forward_leaky(&x, slope)?;
             x = self.pool.forward(&x)?;
-            x = self.act(&scale.mix.forward(&x)?)?;
+            x = scale.mix.forward_leaky(&x, slope)?;
             features.push(x.clone());
         }
         let x = bottleneck_to_image(&x)?;
         let x = Self::with_skip(x, &self.skip_bottleneck, &features)?;
-        let x = self.act(&self.deconv_s2_1.forward(&x)?)?;
+        let x = self.deconv_s2_1.forward_leaky(&x, slope)?;
         let x = Self::with_skip(x, &self.skip_upsampled, &features)?;
-        let x = self.act(&self.deconv_s1_1.forward(&x)?)?;
+        let x = self.deconv_s1_1.forward_leaky(&x, slope)?;
         self.deconv_s2_2.forward(&x)
     }
 }

@@ -7,7 +7,7 @@
 //! stores them; `[B, 1, R, R]` is accepted too). Metrics: the mean per-image PSNR.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 use vnr_formats::dataset::Batch;
 use vnr_train::config::TrainConfig;
@@ -18,6 +18,7 @@ use vnr_train::{Model, StepOutput, TrainError};
 
 use crate::convdeconv::{ConvDeconv, ConvDeconvConfig};
 use crate::rendernet_train::mean_image_psnr;
+use crate::seeded::seeded_var_builder;
 
 /// Result with the trainer's error.
 type Result<T> = std::result::Result<T, TrainError>;
@@ -32,10 +33,11 @@ pub struct ConvDeconvModel {
 }
 
 impl ConvDeconvModel {
-    /// A freshly initialised network on `device`.
-    pub fn new(cfg: ConvDeconvConfig, device: &Device) -> Result<Self> {
+    /// A freshly initialised network on `device`, its weights drawn from `seed` (PyTorch's
+    /// default init, see [`crate::seeded`]).
+    pub fn new(cfg: ConvDeconvConfig, seed: u64, device: &Device) -> Result<Self> {
         let vars = VarMap::new();
-        let net = ConvDeconv::new(cfg, VarBuilder::from_varmap(&vars, DType::F32, device))?;
+        let net = ConvDeconv::new(cfg, seeded_var_builder(&vars, seed, DType::F32, device))?;
         Ok(Self { net, vars })
     }
 

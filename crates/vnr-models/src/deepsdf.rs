@@ -27,6 +27,7 @@ use vnr_ops::nn::norm::{layer_norm, LayerNorm};
 
 use crate::config::{parse_json, read_text};
 use crate::layers::SeededDropout;
+use crate::seeded::standard_normal;
 use crate::summary::Summary;
 use crate::ConfigError;
 
@@ -577,13 +578,4 @@ impl LatentCodes {
         shape.push(latent);
         self.weight.index_select(&flat, 0)?.reshape(shape)
     }
-}
-
-/// One draw of N(0, 1) by the Box–Muller transform (the crate has no distributions
-/// dependency; two uniforms per draw keeps it simple and reproducible).
-fn standard_normal(rng: &mut impl Rng) -> f64 {
-    // 1 − u is in (0, 1], so the logarithm is finite.
-    let u1 = 1.0 - rng.random::<f64>();
-    let u2 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }

@@ -5,7 +5,11 @@
 //! * [`DeepSdfExperiment`] reads a `specs.json` as DeepSDF does (decoder, `CodeLength`,
 //!   `ClampingDistance`, `CodeRegularization`/`Lambda`, `CodeBound`, `CodeInitStdDev`,
 //!   `LearningRateSchedule`, `SamplesPerScene`, `ScenesPerBatch`, `NumEpochs`,
-//!   `SnapshotFrequency`, `DataSource`, `TrainSplit`) and finds the samples of the split.
+//!   `SnapshotFrequency`, `AdditionalSnapshots`, `DataSource`, `TrainSplit`) and finds the
+//!   samples of the split. As `train_deep_sdf.py` does, it keeps a snapshot after every
+//!   `SnapshotFrequency`-th epoch and after each epoch listed in `AdditionalSnapshots` (the
+//!   run directory's `checkpoints/step-N/`, `N` = epoch × batches per epoch; see
+//!   [`snapshot_steps`]), plus the final one.
 //! * [`SceneDataset`] draws, per epoch, the scenes in a seeded random order, `ScenesPerBatch`
 //!   at a time (an incomplete last batch is dropped, as DeepSDF's loader does), and for each
 //!   scene `SamplesPerScene / 2` positive and as many negative rows, with replacement.
@@ -20,7 +24,7 @@
 //! (`DataSource/SdfSamples/DATASET/CLASS/NAME.npz`) and, failing that, as `vnr sdf sample`
 //! writes them (`DataSource/SdfSamples/NAME.npz`); a missing file is an error instead of a
 //! warning. `BatchSplit` only splits a batch to save memory in the original (the gradient is
-//! the same), so it is ignored; `AdditionalSnapshots` are not written.
+//! the same), so it is ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -528,6 +532,24 @@ pub struct DeepSdfExperiment {
     pub scenes: Vec<(String, PathBuf)>,
 }
 
+/// The trainer steps of DeepSDF's snapshots for `batches` updates per epoch: every
+/// `SnapshotFrequency` epochs (as `checkpoint_every`, in steps), and the ends of the
+/// `AdditionalSnapshots` epochs that fall within `1..=NumEpochs` and off that period (as
+/// `checkpoint_steps`, sorted, without repeats). `train_deep_sdf.py` saves `{epoch}.pth` after
+/// the epochs in the union of both lists; epochs outside `1..=NumEpochs` never come.
+pub fn snapshot_steps(specs: &DeepSdfSpecs, batches: u64) -> (u64, Vec<u64>) {
+    let (frequency, batches) = (specs.snapshot_frequency.max(1), batches.max(1));
+    let mut extra: Vec<u64> = specs
+        .additional_snapshots
+        .iter()
+        .filter(|&&epoch| (1..=specs.num_epochs).contains(&epoch) && epoch % frequency != 0)
+        .map(|&epoch| epoch.saturating_mul(batches))
+        .collect();
+    extra.sort_unstable();
+    extra.dedup();
+    (frequency.saturating_mul(batches), extra)
+}
+
 /// A relative path taken from the working directory if it exists there, else from `base`.
 fn resolve(base: &Path, path: &str) -> PathBuf {
     let p = PathBuf::from(path);
@@ -576,7 +598,9 @@ impl DeepSdfExperiment {
         let scenes = split_samples(&split, &source)?;
         let mut train = specs.to_train_config()?;
         let batches = (scenes.len() / config.scenes_per_batch) as u64;
-        train.checkpoint_every = Some(specs.snapshot_frequency.max(1) * batches.max(1));
+        let (every, steps) = snapshot_steps(&specs, batches);
+        train.checkpoint_every = Some(every);
+        train.checkpoint_steps = steps;
         train.keep_checkpoints = usize::MAX;
         Ok(Self {
             specs,

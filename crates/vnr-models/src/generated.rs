@@ -1,11 +1,12 @@
 //! Generated training data for the voxel→image renderers (nothing can be downloaded):
-//! procedural shapes built from the reference renderer's analytic [`Sdf`]s, voxelised to
+//! procedural shapes built from the analytic [`Sdf`]s of `vnr_geom::sdf`, voxelised to
 //! occupancy grids and rendered by [`vnr_render::reference::render`], written as chunked
 //! datasets with [`ChunkWriter`].
 //!
 //! # Shapes
-//! [`ShapeKind`]: spheres, boxes (sharp or rounded), tori, capsules, CSG unions of two or three
-//! primitives, sphere ∩ box intersections, and random blobs (a smooth union of 3–6 spheres).
+//! [`ShapeKind`]: spheres, boxes (sharp or rounded), tori, capsules, superquadrics (Barr's
+//! superellipsoids, from box- to octahedron-like), CSG unions of two or three primitives,
+//! sphere ∩ box intersections, and random blobs (a smooth union of 3–6 spheres).
 //! Every shape lies inside the cube `[-0.45, 0.45]³` around the origin.
 //!
 //! # RenderNet layout ([`write_rendernet`])
@@ -51,6 +52,7 @@ use vnr_formats::binvox::{BinvoxError, BinvoxGrid, BinvoxVersion};
 use vnr_formats::dataset::{ChunkLayout, ChunkWriter, DatasetError, MANIFEST_FILE};
 use vnr_formats::image::{ImageError, ImageF32};
 use vnr_formats::npz::{write_npz, NpyArray, NpzError};
+use vnr_geom::sdf::SdfError;
 use vnr_render::reference::{
     render, to_grey, Camera, Ground, Light, Material, Object, Outputs, Projection, RenderError,
     Scene, Sdf, Vec3,
@@ -74,6 +76,9 @@ pub enum GenError {
     /// A setting out of range.
     #[error("dataset generation: {0}")]
     Config(String),
+    /// A shape parameter is out of range.
+    #[error(transparent)]
+    Shape(#[from] SdfError),
     /// Rendering failed.
     #[error(transparent)]
     Render(#[from] RenderError),
@@ -117,6 +122,8 @@ pub enum ShapeKind {
     Torus,
     /// A capsule with a random axis.
     Capsule,
+    /// An axis-aligned superquadric (superellipsoid) with random semi-axes and exponents.
+    Superquadric,
     /// The union of two or three smaller primitives.
     Union,
     /// A sphere intersected with a box.
@@ -127,11 +134,12 @@ pub enum ShapeKind {
 
 impl ShapeKind {
     /// Every kind, in the order [`random_shape`] draws from.
-    pub const ALL: [ShapeKind; 7] = [
+    pub const ALL: [ShapeKind; 8] = [
         ShapeKind::Sphere,
         ShapeKind::Box,
         ShapeKind::Torus,
         ShapeKind::Capsule,
+        ShapeKind::Superquadric,
         ShapeKind::Union,
         ShapeKind::Intersection,
         ShapeKind::Blob,
@@ -144,6 +152,7 @@ impl ShapeKind {
             ShapeKind::Box => "box",
             ShapeKind::Torus => "torus",
             ShapeKind::Capsule => "capsule",
+            ShapeKind::Superquadric => "superquadric",
             ShapeKind::Union => "union",
             ShapeKind::Intersection => "intersection",
             ShapeKind::Blob => "blob",
@@ -153,20 +162,17 @@ impl ShapeKind {
     /// A shape of this kind with parameters drawn from `rng`, inside `[-0.45, 0.45]³`.
     pub fn sample(self, rng: &mut impl Rng) -> Sdf {
         match self {
-            ShapeKind::Sphere | ShapeKind::Box | ShapeKind::Torus | ShapeKind::Capsule => {
-                primitive(self, 1.0, rng)
-            }
+            ShapeKind::Sphere
+            | ShapeKind::Box
+            | ShapeKind::Torus
+            | ShapeKind::Capsule
+            | ShapeKind::Superquadric => primitive(self, 1.0, rng),
             ShapeKind::Union => {
                 let parts = rng.random_range(2..=3);
-                let kinds = [
-                    ShapeKind::Sphere,
-                    ShapeKind::Box,
-                    ShapeKind::Torus,
-                    ShapeKind::Capsule,
-                ];
-                let mut shape = primitive(kinds[rng.random_range(0..4)], 0.6, rng);
+                let kinds = &ShapeKind::ALL[..PRIMITIVE_KINDS];
+                let mut shape = primitive(kinds[rng.random_range(0..PRIMITIVE_KINDS)], 0.6, rng);
                 for _ in 1..parts {
-                    let part = primitive(kinds[rng.random_range(0..4)], 0.6, rng);
+                    let part = primitive(kinds[rng.random_range(0..PRIMITIVE_KINDS)], 0.6, rng);
                     shape = Sdf::Union(Box::new(shape), Box::new(part));
                 }
                 shape
@@ -200,6 +206,9 @@ impl ShapeKind {
         }
     }
 }
+
+/// The single primitives lead [`ShapeKind::ALL`]: a union's parts are drawn from them.
+const PRIMITIVE_KINDS: usize = 5;
 
 /// A point in `[-a, a]³`.
 fn jitter(rng: &mut impl Rng, a: f64) -> Vec3 {
@@ -248,6 +257,16 @@ fn primitive(kind: ShapeKind, scale: f64, rng: &mut impl Rng) -> Sdf {
                 minor,
             }
         }
+        ShapeKind::Superquadric => Sdf::Superquadric {
+            center,
+            scale: Vec3::new(
+                s * rng.random_range(0.12..0.3),
+                s * rng.random_range(0.12..0.3),
+                s * rng.random_range(0.12..0.3),
+            ),
+            e1: rng.random_range(0.1..2.0),
+            e2: rng.random_range(0.1..2.0),
+        },
         ShapeKind::Capsule => {
             let radius = s * rng.random_range(0.06..0.14);
             let reach = SHAPE_EXTENT - radius - center.abs().max_elem();
@@ -270,8 +289,10 @@ pub fn random_shape(rng: &mut impl Rng) -> (ShapeKind, Sdf) {
 
 /// Occupancy of `sdf` on a `size³` grid over the world cube `[-0.5, 0.5]³`, binvox style
 /// (`[X, Y, Z]`, translate `-0.5`, scale 1): voxel `(i, j, k)` is occupied where the distance at
-/// its centre [`BinvoxGrid::world_position`] is `≤ 0`.
+/// its centre [`BinvoxGrid::world_position`] is `≤ 0`. The shape is validated first
+/// ([`Sdf::validate`]).
 pub fn voxelize_sdf(sdf: &Sdf, size: usize) -> Result<BinvoxGrid> {
+    sdf.validate()?;
     if size == 0 || size > MAX_GRID {
         return Err(GenError::Config(format!(
             "voxel grid side {size} must be in 1..={MAX_GRID}"
@@ -546,12 +567,14 @@ pub fn rendernet_view(
 }
 
 /// The target image (`[R, R, C]`, values in `[0, 1]`) of `sdf` seen from `pose`, rendered as
-/// the dataset's samples are (camera [`rendernet_camera`], light fixed to the camera).
+/// the dataset's samples are (camera [`rendernet_camera`], light fixed to the camera). The
+/// shape is validated first ([`Sdf::validate`]).
 pub fn render_rendernet_pose(
     cfg: &RenderNetGenConfig,
     sdf: &Sdf,
     pose: &RenderNetPose,
 ) -> Result<ImageF32> {
+    sdf.validate()?;
     let camera = rendernet_camera(pose, cfg.voxel_size, cfg.resampled_size, cfg.image_size)?;
     // From the viewer's upper left, fixed to the camera.
     let towards = (camera.up * 0.6 - camera.right * 0.6 - camera.forward).normalized();

@@ -1,16 +1,17 @@
 //! Building blocks shared by the models: 2D/3D convolutions with explicit, PyTorch or
-//! TensorFlow "SAME" padding, transposed convolutions with TensorFlow's output cropping, and
-//! dropout driven by a seedable generator.
+//! TensorFlow "SAME" padding, transposed convolutions with TensorFlow's output cropping,
+//! a fused bias + LeakyReLU, and dropout driven by a seedable generator.
 //!
 //! 2D layers run on `vnr_ops`' 3D kernels with a depth axis of 1: one implementation (and one
 //! tested backward) for both ranks, and asymmetric padding for free.
 
 use std::sync::Mutex;
 
-use candle_core::{bail, Result, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use vnr_ops::conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 
 /// How a convolution pads its input.
@@ -179,21 +180,29 @@ impl Conv {
     }
 }
 
-impl candle_core::Module for Conv {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Conv {
+    /// The convolution without the bias, `[B, O, (Do,) Ho, Wo]`.
+    fn unbiased(&self, x: &Tensor) -> Result<Tensor> {
         let spatial = spatial_dims("conv", self.rank, x.dims())?;
         let p = self.params(spatial)?;
         if self.rank == 2 {
-            let y = conv3d(
-                &x.unsqueeze(2)?,
-                &self.weight.unsqueeze(2)?,
-                Some(&self.bias),
-                &p,
-            )?;
+            let y = conv3d(&x.unsqueeze(2)?, &self.weight.unsqueeze(2)?, None, &p)?;
             y.squeeze(2)
         } else {
-            conv3d(x, &self.weight, Some(&self.bias), &p)
+            conv3d(x, &self.weight, None, &p)
         }
+    }
+
+    /// `LeakyReLU(conv(x) + bias)` with the bias fused into the activation
+    /// ([`bias_leaky_relu`]).
+    pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
+        bias_leaky_relu(&self.unbiased(x)?, &self.bias, slope)
+    }
+}
+
+impl candle_core::Module for Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        bias_add(&self.unbiased(x)?, &self.bias)
     }
 }
 
@@ -292,12 +301,23 @@ impl ConvTranspose {
     }
 }
 
-impl candle_core::Module for ConvTranspose {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl ConvTranspose {
+    /// The transposed convolution and its crop, without the bias, `[B, O, (Do,) Ho, Wo]`.
+    fn unbiased(&self, x: &Tensor) -> Result<Tensor> {
         let spatial = spatial_dims("conv_transpose", self.rank, x.dims())?;
         let placement = self.placement(spatial)?;
+        let kernel = spatial_dims("conv_transpose weight", self.rank, self.weight.dims())?;
+        // The kernel crops the symmetric part itself (PyTorch's `padding`), so that only an
+        // asymmetric remainder (TF "SAME" at stride 1) needs a strided view of its output.
+        let mut padding = [0; 3];
+        for a in 0..3 {
+            let full = (spatial[a].max(1) - 1) * self.stride[a] + kernel[a];
+            let [start, kept, _] = placement[a];
+            padding[a] = start.min(full - start - kept);
+        }
         let p = ConvTranspose3dParams {
             stride: self.stride,
+            padding,
             ..ConvTranspose3dParams::default()
         };
         let (x, w) = if self.rank == 2 {
@@ -308,19 +328,270 @@ impl candle_core::Module for ConvTranspose {
         let mut y = conv_transpose3d(&x, &w, None, &p)?;
         for (a, &[start, kept, zeros]) in placement.iter().enumerate() {
             let dim = a + 2;
+            let start = start - padding[a];
             if start > 0 || kept < y.dim(dim)? {
                 y = y.narrow(dim, start, kept)?;
             }
             y = y.pad_with_zeros(dim, 0, zeros)?;
         }
-        // The bias comes after the crop so that TF's zero-filled positions get it too.
-        let channels = self.bias.dim(0)?;
-        y = y.broadcast_add(&self.bias.reshape((1, channels, 1, 1, 1))?)?;
         if self.rank == 2 {
             y.squeeze(2)
         } else {
             Ok(y)
         }
+    }
+
+    /// `LeakyReLU(conv_transpose(x) + bias)` with the bias fused into the activation
+    /// ([`bias_leaky_relu`]).
+    pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
+        bias_leaky_relu(&self.unbiased(x)?, &self.bias, slope)
+    }
+}
+
+impl candle_core::Module for ConvTranspose {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // The bias comes after the crop so that TF's zero-filled positions get it too.
+        bias_add(&self.unbiased(x)?, &self.bias)
+    }
+}
+
+/// LeakyReLU of `x + bias` (`x` `[B, C, …]`, `bias` `[C]` along dim 1): `v` where `v > 0`,
+/// `slope·v` elsewhere, as one fused CPU op. It keeps only its output for backward (beside its
+/// inputs) and its backward is one pass, `dv = dy · (v > 0 ? 1 : slope)`, with the bias
+/// gradient summed over contiguous planes. The composition it replaces (a biased convolution
+/// output, then `candle_nn::ops::leaky_relu`) keeps six tensors of `x`'s size (the biased sum,
+/// zeros, max, min, product, sum), its backward makes about ten more, and candle sums a
+/// broadcast bias's gradient with a per-element index computation: most of the peak memory of
+/// a ConvDeconv training step at 256³ and a good part of its time. Other devices and dtypes run
+/// [`bias_leaky_relu_reference`]. The gradient at exactly 0 is `slope`, as PyTorch's.
+pub fn bias_leaky_relu(x: &Tensor, bias: &Tensor, slope: f64) -> Result<Tensor> {
+    let channels = bias_channels(x, bias)?;
+    let fused = matches!(x.device(), candle_core::Device::Cpu)
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && bias.dtype() == x.dtype();
+    if fused {
+        x.contiguous()?.apply_op2(
+            &bias.contiguous()?,
+            BiasLeakyRelu {
+                slope,
+                channels,
+                plane: plane_len(x),
+            },
+        )
+    } else {
+        bias_leaky_relu_reference(x, bias, slope)
+    }
+}
+
+/// `x + bias` (`x` `[B, C, …]`, `bias` `[C]` along dim 1): [`bias_leaky_relu`] with slope 1,
+/// whose backward sums the bias gradient over contiguous planes, where candle's
+/// `broadcast_add` backward computes an index per element (a sixth of a RenderNet step).
+pub fn bias_add(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    bias_leaky_relu(x, bias, 1.0)
+}
+
+/// The plain composition [`bias_leaky_relu`] is checked against: `v = x + bias`, then
+/// `max(v, slope·v)` (`min` for a slope above 1); any device and dtype.
+pub fn bias_leaky_relu_reference(x: &Tensor, bias: &Tensor, slope: f64) -> Result<Tensor> {
+    let channels = bias_channels(x, bias)?;
+    let mut shape = vec![1; x.rank()];
+    shape[1] = channels;
+    let v = x.broadcast_add(&bias.to_dtype(x.dtype())?.reshape(shape)?)?;
+    let scaled = v.affine(slope, 0.0)?;
+    if slope <= 1.0 {
+        v.maximum(&scaled)
+    } else {
+        v.minimum(&scaled)
+    }
+}
+
+/// Checks that `bias` is `[C]` for `x` `[B, C, …]` and returns `C`.
+fn bias_channels(x: &Tensor, bias: &Tensor) -> Result<usize> {
+    match (x.dims(), bias.dims()) {
+        ([_, c, ..], [n]) if c == n => Ok(*c),
+        (xd, bd) => {
+            bail!("bias_leaky_relu: expected x [B, C, …] and bias [C], got {xd:?} and {bd:?}")
+        }
+    }
+}
+
+/// Elements of one `(b, c)` plane of `x` `[B, C, …]`.
+fn plane_len(x: &Tensor) -> usize {
+    x.dims()[2..].iter().product()
+}
+
+/// What the fused kernels need of an element type.
+trait LeakyElement: candle_core::WithDType + PartialOrd + Send + Sync {}
+impl LeakyElement for f32 {}
+impl LeakyElement for f64 {}
+
+/// `f(v, g)` with `v = x + bias[c]` for every element of `x` `[B, C, S]` (and of `g`, the
+/// same shape, or nothing), in parallel over `(b, c)` planes.
+fn map_planes<T: LeakyElement>(
+    x: &[T],
+    bias: &[T],
+    grad: Option<&[T]>,
+    plane: usize,
+    f: impl Fn(T, T) -> T + Sync,
+) -> Vec<T> {
+    let mut out = vec![T::zero(); x.len()];
+    let channels = bias.len();
+    let run = |p: usize, o: &mut [T]| {
+        let b = bias[p % channels];
+        let xs = &x[p * plane..(p + 1) * plane];
+        match grad {
+            Some(g) => {
+                let gs = &g[p * plane..(p + 1) * plane];
+                for ((o, &x), &g) in o.iter_mut().zip(xs).zip(gs) {
+                    *o = f(x + b, g);
+                }
+            }
+            None => {
+                for (o, &x) in o.iter_mut().zip(xs) {
+                    *o = f(x + b, T::zero());
+                }
+            }
+        }
+    };
+    if plane == 0 {
+        return out;
+    }
+    out.par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(p, o)| run(p, o));
+    out
+}
+
+/// Contiguous slices of the operands, or an error naming the op.
+fn contiguous<'a, T>(op: &str, v: &'a [T], l: &Layout) -> Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("{op}: the operands must be contiguous"),
+    }
+}
+
+/// The fused kernels on `x` `[B, C, S]` and `bias` `[C]`, `v = x + bias[c]`: without `grad`
+/// the forward `v > 0 ? v : slope·v`, with it the backward `v > 0 ? dy : slope·dy`.
+fn leaky_planes<T: LeakyElement>(
+    op: &str,
+    (x, xl): (&[T], &Layout),
+    (bias, bl): (&[T], &Layout),
+    grad: Option<(&[T], &Layout)>,
+    plane: usize,
+    slope: f64,
+) -> Result<Vec<T>> {
+    let (x, bias) = (contiguous(op, x, xl)?, contiguous(op, bias, bl)?);
+    let (zero, slope) = (T::zero(), T::from_f64(slope));
+    Ok(match grad {
+        Some((g, gl)) => {
+            let g = contiguous(op, g, gl)?;
+            map_planes(x, bias, Some(g), plane, |v, g| {
+                if v > zero {
+                    g
+                } else {
+                    g * slope
+                }
+            })
+        }
+        None => map_planes(
+            x,
+            bias,
+            None,
+            plane,
+            |v, _| if v > zero { v } else { v * slope },
+        ),
+    })
+}
+
+/// The fused op: `y = v > 0 ? v : slope·v`, `v = x + bias[c]`.
+struct BiasLeakyRelu {
+    slope: f64,
+    channels: usize,
+    plane: usize,
+}
+
+impl CustomOp2 for BiasLeakyRelu {
+    fn name(&self) -> &'static str {
+        "bias-leaky-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "bias_leaky_relu";
+        let (p, s) = (self.plane, self.slope);
+        let out = match (xs, bs) {
+            (CpuStorage::F32(x), CpuStorage::F32(b)) => {
+                CpuStorage::F32(leaky_planes(OP, (x, xl), (b, bl), None, p, s)?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(b)) => {
+                CpuStorage::F64(leaky_planes(OP, (x, xl), (b, bl), None, p, s)?)
+            }
+            _ => bail!("{OP}: x and bias must both be f32 or both f64"),
+        };
+        Ok((out, xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dv = x.apply_op3_no_bwd(
+            bias,
+            &grad.contiguous()?,
+            &BiasLeakyReluGrad {
+                slope: self.slope,
+                plane: self.plane,
+            },
+        )?;
+        let planes = dv.elem_count() / self.plane.max(1);
+        let dbias = dv
+            .reshape((planes / self.channels, self.channels, self.plane))?
+            .sum(2)?
+            .sum(0)?;
+        Ok((Some(dv), Some(dbias)))
+    }
+}
+
+/// The backward kernel: `dv = dy · (v > 0 ? 1 : slope)`, `v = x + bias[c]`.
+struct BiasLeakyReluGrad {
+    slope: f64,
+    plane: usize,
+}
+
+impl CustomOp3 for BiasLeakyReluGrad {
+    fn name(&self) -> &'static str {
+        "bias-leaky-relu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "bias_leaky_relu backward";
+        let (p, s) = (self.plane, self.slope);
+        let out = match (xs, bs, gs) {
+            (CpuStorage::F32(x), CpuStorage::F32(b), CpuStorage::F32(g)) => {
+                CpuStorage::F32(leaky_planes(OP, (x, xl), (b, bl), Some((g, gl)), p, s)?)
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(b), CpuStorage::F64(g)) => {
+                CpuStorage::F64(leaky_planes(OP, (x, xl), (b, bl), Some((g, gl)), p, s)?)
+            }
+            _ => bail!("{OP}: operands must all be f32 or all f64"),
+        };
+        Ok((out, xl.shape().clone()))
     }
 }
 

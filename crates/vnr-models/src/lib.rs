@@ -13,7 +13,8 @@
 //! | [`generated`] | generated voxel→image datasets (procedural shapes, RenderNet and ConvDeconv layouts) |
 //! | [`summary`] | torchinfo-style layer summaries |
 //! | [`config`] | reading configurations: JSON of the config structs, DeepSDF `specs.json`, RenderNet config JSON |
-//! | [`layers`] | shared blocks: TF "SAME" convolutions, cropped transposed convolutions, seeded dropout |
+//! | [`seeded`] | seeded weight initialisation: a `VarBuilder` that draws each `Init` from a ChaCha8 generator |
+//! | [`layers`] | shared blocks: TF "SAME" convolutions, cropped transposed convolutions, a fused bias + LeakyReLU, seeded dropout |
 //!
 //! Every model takes a config (serde, `Default` = the reference configuration, plus named
 //! smaller presets), is built with `new(cfg, vb)` and runs as a candle `Module` or `ModuleT`
@@ -32,6 +33,7 @@ pub mod nerf;
 pub mod nerf_train;
 pub mod rendernet;
 pub mod rendernet_train;
+pub mod seeded;
 pub mod summary;
 
 pub use config::ConfigError;

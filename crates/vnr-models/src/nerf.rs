@@ -24,17 +24,16 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    bail, CpuStorage, CustomOp1, DType, Device, Layout, Module, Result, Shape, Tensor, Var, D,
+    bail, CpuStorage, CustomOp1, DType, Device, Layout, Module, Result, Shape, Tensor, D,
 };
 use candle_nn::{Init, Linear, VarBuilder, VarMap};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use vnr_ops::embedding::{harmonic_embedding, HarmonicEmbeddingParams};
 use vnr_render::field::{Field, FieldSamples};
 
 use crate::layers::torch_uniform;
+use crate::seeded::seeded_var_builder;
 
 /// What the density head's output means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -264,32 +263,10 @@ impl NeuralRadianceField {
     }
 
     /// Builds the model with its parameters in `vars`, initialised from `seed` (PyTorch's
-    /// default init, drawn from a ChaCha8 generator so a seed reproduces the run; candle's own
-    /// CPU initialisers cannot be seeded). Parameters already in `vars` are overwritten.
+    /// default init, drawn by [`seeded_var_builder`] so a seed reproduces the run; candle's own
+    /// CPU initialisers cannot be seeded). Parameters already in `vars` are kept.
     pub fn seeded(cfg: NerfConfig, vars: &VarMap, seed: u64, device: &Device) -> Result<Self> {
-        cfg.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        {
-            let mut data = vars.data().lock().map_err(|_| {
-                candle_core::Error::Msg("NeuralRadianceField: the VarMap lock is poisoned".into())
-            })?;
-            for (name, i, o, bias) in layer_specs(&cfg) {
-                let bound = 1.0 / (i as f64).sqrt();
-                let mut draw = |n: usize| -> Vec<f32> {
-                    (0..n)
-                        .map(|_| rng.random_range(-bound..bound) as f32)
-                        .collect()
-                };
-                let weight = Tensor::from_vec(draw(o * i), (o, i), device)?;
-                let bias = match bias {
-                    Some(v) => Tensor::full(v as f32, o, device)?,
-                    None => Tensor::from_vec(draw(o), o, device)?,
-                };
-                data.insert(format!("{name}.weight"), Var::from_tensor(&weight)?);
-                data.insert(format!("{name}.bias"), Var::from_tensor(&bias)?);
-            }
-        }
-        Self::new(cfg, VarBuilder::from_varmap(vars, DType::F32, device))
+        Self::new(cfg, seeded_var_builder(vars, seed, DType::F32, device))
     }
 
     /// The configuration.

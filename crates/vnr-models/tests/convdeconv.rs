@@ -2,7 +2,8 @@
 //! forward, gradients and config handling.
 
 use crate::support::{
-    assert_grads_reach_all, golden, max_abs_diff, names, param_total, params, tensor, values,
+    assert_grads_reach_all, golden, max_abs_diff, names, param_total, params, seeded_builds,
+    std_dev, tensor, values,
 };
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -280,4 +281,81 @@ fn config_files_read_as_toml_or_json_by_extension() {
     std::fs::write(&toml_path, "input_sise = 32\n").expect("write");
     let err = ConvDeconvConfig::from_file(&toml_path).expect_err("unknown field");
     assert!(err.to_string().contains("input_sise"), "{err}");
+}
+
+#[test]
+fn seeded_init_repeats_per_seed_and_keeps_pytorchs_default_distribution() -> Result<()> {
+    let (vars, first, other) =
+        seeded_builds(11, |vb| ConvDeconv::new(ConvDeconvConfig::small32(), vb))?;
+    let data = vars.data().lock().expect("varmap");
+    let mut checked = 0;
+    for (name, v) in &first {
+        assert_ne!(v, &other[name], "{name} is the same under another seed");
+        // PyTorch's default (kaiming_uniform with a = √5): weight and bias uniform in
+        // ±1/√fan_in, fan_in = weight.size(1)·taps for Conv3d [O, C, k…] and for
+        // ConvTranspose2d [C, O, k…] alike.
+        let layer = name.rsplit_once('.').expect("layer.param").0;
+        let w = data[&format!("{layer}.weight")].dims().to_vec();
+        let fan_in = w[1] * w[2..].iter().product::<usize>();
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        assert!(
+            v.iter().all(|x| f64::from(x.abs()) <= bound * 1.000_001),
+            "{name} outside ±{bound}"
+        );
+        if v.len() >= 1000 {
+            let (got, want) = (std_dev(v), bound / 3f64.sqrt());
+            assert!(
+                (got / want - 1.0).abs() < 0.1,
+                "{name}: std {got} vs {want}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "only {checked} tensors large enough to test");
+    Ok(())
+}
+
+#[test]
+fn fused_bias_leaky_relu_agrees_with_its_reference_and_finite_differences() -> Result<()> {
+    use vnr_models::layers::{bias_leaky_relu, bias_leaky_relu_reference};
+    use vnr_ops::gradcheck::{check_gradients, GradCheckConfig};
+    let bias = Tensor::new(&[0.3f32, -0.2, 0.05], &Device::Cpu)?;
+    // Sums x + bias at least 0.125 away from 0, where the gradient is defined.
+    let x = values(&[2, 3, 4, 5], 4, -2.0, 2.0);
+    let v = x.broadcast_add(&bias.reshape((1, 3, 1, 1))?)?;
+    let x = (&x + v.gt(0.0)?.to_dtype(DType::F32)?.affine(0.25, -0.125)?)?;
+    let r = values(&[2, 3, 4, 5], 9, -1.0, 1.0);
+    for slope in [0.01, 0.0, -0.3, 1.0, 2.5] {
+        // A contiguous input and a strided one (spatial axes swapped).
+        for input in [x.clone(), x.transpose(2, 3)?.contiguous()?.transpose(2, 3)?] {
+            let xv = candle_core::Var::from_tensor(&input)?;
+            let bv = candle_core::Var::from_tensor(&bias)?;
+            let ours = bias_leaky_relu(xv.as_tensor(), bv.as_tensor(), slope)?;
+            let reference = bias_leaky_relu_reference(xv.as_tensor(), bv.as_tensor(), slope)?;
+            assert_eq!(max_abs_diff(&ours, &reference), 0.0, "slope {slope}");
+            let g_ours = (&ours * &r)?.sum_all()?.backward()?;
+            let g_ref = (&reference * &r)?.sum_all()?.backward()?;
+            for t in [xv.as_tensor(), bv.as_tensor()] {
+                let (a, b) = (g_ours.get(t).expect("grad"), g_ref.get(t).expect("grad"));
+                assert!(max_abs_diff(a, b) < 1e-5, "slope {slope}");
+            }
+        }
+        check_gradients(
+            |v| bias_leaky_relu(&v[0], &v[1], slope),
+            &[x.to_dtype(DType::F64)?, bias.to_dtype(DType::F64)?],
+            &GradCheckConfig::default(),
+        )?;
+    }
+    // PyTorch's gradient at exactly 0 is the slope; a bias of the wrong size is an error.
+    let zero = candle_core::Var::zeros((1, 2), DType::F32, &Device::Cpu)?;
+    let no_bias = Tensor::zeros(2, DType::F32, &Device::Cpu)?;
+    let g = bias_leaky_relu(zero.as_tensor(), &no_bias, 0.01)?
+        .sum_all()?
+        .backward()?;
+    assert_eq!(
+        g.get(zero.as_tensor()).expect("grad").to_vec2::<f32>()?,
+        [[0.01; 2]]
+    );
+    assert!(bias_leaky_relu(zero.as_tensor(), &bias, 0.01).is_err());
+    Ok(())
 }

@@ -8,10 +8,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vnr_models::deepsdf::DeepSdfConfig;
 use vnr_models::deepsdf_training::{
-    decode_mesh, decode_sdf_grid, reconstruct_latent, split_samples, AutoDecoder,
-    AutoDecoderConfig, DeepSdfError, ReconstructOptions, SceneBatch, SceneDataset, SceneSamples,
-    TrainedDecoder,
+    decode_mesh, decode_sdf_grid, reconstruct_latent, snapshot_steps, split_samples, AutoDecoder,
+    AutoDecoderConfig, DeepSdfError, DeepSdfExperiment, ReconstructOptions, SceneBatch,
+    SceneDataset, SceneSamples, TrainedDecoder,
 };
+use vnr_train::checkpoint::list_checkpoints;
 use vnr_train::data::DataSource;
 use vnr_train::originals::{DeepSdfSpecs, DEEPSDF_LATENT_PREFIX};
 use vnr_train::{Model, Trainer};
@@ -315,4 +316,62 @@ fn corrupt_samples_files_name_the_file_and_the_problem() {
     write_samples(&swapped, &[[0.0, 0.0, 0.0, -0.5]], &[[0.0, 0.0, 0.9, 0.1]]);
     let err = SceneSamples::read(&swapped).unwrap_err().to_string();
     assert!(err.contains("swapped.npz") && err.contains("pos"), "{err}");
+}
+
+/// `AdditionalSnapshots` (regression: they were ignored): snapshots after every
+/// `SnapshotFrequency`-th epoch and after each listed epoch, as `train_deep_sdf.py` keeps them;
+/// listed epochs that never come (0, beyond `NumEpochs`) or repeat the period change nothing.
+#[test]
+fn additional_snapshots_are_kept_beside_the_periodic_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let pos = [[0.0, 0.0, 0.9, 0.1], [0.5, 0.5, 0.5, 0.3]];
+    let neg = [[0.0, 0.0, 0.0, -0.5]];
+    for name in ["a", "b", "c", "d"] {
+        let path = dir.path().join(format!("samples/SdfSamples/{name}.npz"));
+        write_samples(&path, &pos, &neg);
+    }
+    std::fs::write(
+        dir.path().join("split.json"),
+        r#"{"ds": {"cls": ["a", "b", "c", "d"]}}"#,
+    )
+    .unwrap();
+    let specs = dir.path().join("specs.json");
+    std::fs::write(
+        &specs,
+        r#"{"DataSource": "samples", "TrainSplit": "split.json",
+            "NetworkSpecs": {"dims": [8, 8], "norm_layers": [0, 1], "latent_in": []},
+            "CodeLength": 2, "NumEpochs": 6, "SnapshotFrequency": 4,
+            "AdditionalSnapshots": [3, 1, 4, 9, 0, 3],
+            "SamplesPerScene": 8, "ScenesPerBatch": 2, "ClampingDistance": 0.1,
+            "LearningRateSchedule": [
+              {"Type": "Constant", "Value": 0.001}, {"Type": "Constant", "Value": 0.001}]}"#,
+    )
+    .unwrap();
+    let experiment = DeepSdfExperiment::load(&specs).unwrap();
+    // Four scenes two at a time: two steps per epoch.
+    assert_eq!(experiment.train.checkpoint_every, Some(8));
+    assert_eq!(experiment.train.checkpoint_steps, vec![2, 6]);
+    assert_eq!(
+        snapshot_steps(&experiment.specs, 2),
+        (8, vec![2, 6]),
+        "the steps follow the batches per epoch"
+    );
+
+    let run = dir.path().join("run");
+    let mut train = experiment.train.clone();
+    train.progress = false;
+    let data = experiment.dataset(0, &Device::Cpu).unwrap();
+    let model = AutoDecoder::new(experiment.config.clone(), data.len(), 0, &Device::Cpu).unwrap();
+    let summary = Trainer::new(model, train, &run)
+        .unwrap()
+        .run(&data)
+        .unwrap();
+    assert_eq!(summary.steps, 12);
+    // Epochs 1 and 3 (additional), 4 (periodic) and 6 (the end of training).
+    let steps: Vec<u64> = list_checkpoints(&run)
+        .unwrap()
+        .into_iter()
+        .map(|(step, _)| step)
+        .collect();
+    assert_eq!(steps, [2, 6, 8, 12]);
 }

@@ -64,7 +64,9 @@ fn every_kind_stays_inside_its_cube_and_draws_are_seeded() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for kind in ShapeKind::ALL {
         for _ in 0..20 {
-            let b = kind.sample(&mut rng).bounds();
+            let shape = kind.sample(&mut rng);
+            shape.validate().unwrap();
+            let b = shape.bounds();
             for v in [b.min, b.max] {
                 assert!(
                     v.abs().max_elem() <= SHAPE_EXTENT + 1e-9,
@@ -93,12 +95,42 @@ fn voxelized_sphere_has_its_volume() {
     );
     assert_eq!(grid.world_position(0, 0, 0), [-0.5 + 0.5 / 32.0; 3]);
     assert!(matches!(voxelize_sdf(&sphere, 0), Err(GenError::Config(_))));
+    let flat = Sdf::Sphere {
+        center: Vec3::default(),
+        radius: -0.1,
+    };
+    assert!(matches!(voxelize_sdf(&flat, 8), Err(GenError::Shape(_))));
+}
+
+/// The superquadric's distance bound voxelises to Barr's volume: 4πabc/3 for the ellipsoid
+/// (ε = 1), 4abc/3 for the octahedron (ε = 2).
+#[test]
+fn voxelized_superquadrics_have_their_volume() {
+    let (a, b, c) = (0.4, 0.3, 0.35);
+    for (e, volume) in [
+        (1.0, 4.0 / 3.0 * std::f64::consts::PI * a * b * c),
+        (2.0, 4.0 / 3.0 * a * b * c),
+    ] {
+        let shape = Sdf::Superquadric {
+            center: Vec3::default(),
+            scale: Vec3::new(a, b, c),
+            e1: e,
+            e2: e,
+        };
+        let got = voxelize_sdf(&shape, 48).unwrap().occupied_count() as f64;
+        let expected = volume * 48f64.powi(3);
+        assert!(
+            (got / expected - 1.0).abs() < 0.03,
+            "ε {e}: {got} voxels, expected {expected}"
+        );
+    }
 }
 
 #[test]
 fn rendernet_camera_sees_what_the_resampled_grid_holds() {
-    // A shape without symmetries, so a mirrored or turned camera would not match.
-    let shape = Sdf::Union(
+    // Shapes without symmetries, so a mirrored or turned camera would not match; the
+    // superquadric is sphere traced on its distance bound.
+    let union = Sdf::Union(
         Box::new(Sdf::Box {
             center: Vec3::new(-0.1, 0.05, 0.1),
             half: Vec3::new(0.25, 0.12, 0.08),
@@ -108,8 +140,20 @@ fn rendernet_camera_sees_what_the_resampled_grid_holds() {
             radius: 0.17,
         }),
     );
+    let superquadric = Sdf::Superquadric {
+        center: Vec3::new(0.1, -0.05, 0.08),
+        scale: Vec3::new(0.3, 0.12, 0.2),
+        e1: 0.3,
+        e2: 1.6,
+    };
+    for shape in [union, superquadric] {
+        camera_matches_resampled_grid(&shape);
+    }
+}
+
+fn camera_matches_resampled_grid(shape: &Sdf) {
     let (v, n) = (16, 32);
-    let grid = voxelize_sdf(&shape, v).unwrap();
+    let grid = voxelize_sdf(shape, v).unwrap();
     let voxels = grid
         .to_tensor(&Device::Cpu)
         .unwrap()
@@ -147,7 +191,7 @@ fn rendernet_camera_sees_what_the_resampled_grid_holds() {
             .map(|&x| x > 0.5)
             .collect();
         let overlap = iou(&projected, &silhouette);
-        assert!(overlap > 0.8, "pose {az}/{el}/{r}: IoU {overlap}");
+        assert!(overlap > 0.8, "{shape:?} pose {az}/{el}/{r}: IoU {overlap}");
     }
 }
 

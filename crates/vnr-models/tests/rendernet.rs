@@ -3,7 +3,8 @@
 //! reproducibility, losses, Phong shading against the original numpy, config readers.
 
 use crate::support::{
-    assert_grads_reach_all, golden, max_abs_diff, names, param_total, tensor, values,
+    assert_grads_reach_all, golden, max_abs_diff, names, param_total, seeded_builds, std_dev,
+    tensor, values,
 };
 use candle_core::{DType, Device, Module, ModuleT, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -487,4 +488,46 @@ fn bad_configs_are_typed_errors() {
         ..RenderNetConfig::default()
     };
     assert!(zero.validate().is_err());
+}
+
+#[test]
+fn seeded_init_repeats_per_seed_and_keeps_the_original_distributions() -> Result<()> {
+    let (vars, first, other) = seeded_builds(7, |vb| RenderNet::new(RenderNetConfig::small(), vb))?;
+    let data = vars.data().lock().expect("varmap");
+    let mut checked = 0;
+    for (name, v) in &first {
+        let dims = data[name].dims();
+        if name.ends_with(".weights") {
+            assert_ne!(v, &other[name], "{name} is the same under another seed");
+            // Xavier-uniform: conv kernels [O, C, k…] and transposed ones [C, O, k…] both have
+            // fan_in + fan_out = (O + C)·taps, so std = √(2 / ((O + C)·taps)).
+            let taps: usize = dims[2..].iter().product();
+            let want = (2.0 / ((dims[0] + dims[1]) * taps) as f64).sqrt();
+            if v.len() >= 2000 {
+                let got = std_dev(v);
+                assert!(
+                    (got / want - 1.0).abs() < 0.1,
+                    "{name}: std {got} vs {want}"
+                );
+                checked += 1;
+            }
+            let bound = (want * 3f64.sqrt()) as f32 * 1.000_001;
+            assert!(
+                v.iter().all(|x| x.abs() <= bound),
+                "{name} outside ±{bound}"
+            );
+        } else {
+            // Biases are constants (0.001 for layer_util layers, 0 for slim ones), PReLU α 0.
+            assert!(v.iter().all(|&x| x == v[0]), "{name} is not constant");
+            let want: &[f32] = if name.ends_with("alpha") {
+                &[0.0]
+            } else {
+                &[0.0, 0.001]
+            };
+            assert!(want.contains(&v[0]), "{name} = {}", v[0]);
+            assert_eq!(v, &other[name], "{name} depends on the seed");
+        }
+    }
+    assert!(checked >= 10, "only {checked} kernels large enough to test");
+    Ok(())
 }

@@ -63,7 +63,7 @@ fn rendernet_patch_crops_match_between_grid_and_image() {
     let dir = tempfile::tempdir().unwrap();
     let data = rendernet_data(dir.path(), &cfg);
     let batch = first_batch(&data);
-    let mut model = RenderNetModel::new(cfg.clone(), Some(8), &Device::Cpu).unwrap();
+    let mut model = RenderNetModel::new(cfg.clone(), Some(8), 0, &Device::Cpu).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let out = model.step(&batch, &mut rng).unwrap();
     assert!(out.loss.to_scalar::<f32>().unwrap().is_finite());
@@ -80,7 +80,7 @@ fn rendernet_patch_crops_match_between_grid_and_image() {
 
     for bad in [Some(7), Some(18), Some(0)] {
         assert!(matches!(
-            RenderNetModel::new(cfg.clone(), bad, &Device::Cpu),
+            RenderNetModel::new(cfg.clone(), bad, 0, &Device::Cpu),
             Err(TrainError::Config(_))
         ));
     }
@@ -97,7 +97,7 @@ fn rendernet_loss_goes_down_on_generated_data() {
     let cfg = tiny_rendernet();
     let dir = tempfile::tempdir().unwrap();
     let data = rendernet_data(&dir.path().join("data"), &cfg);
-    let mut model = RenderNetModel::new(cfg, Some(8), &Device::Cpu).unwrap();
+    let mut model = RenderNetModel::new(cfg, Some(8), 5, &Device::Cpu).unwrap();
     // The held-out loss before training, on whole images as validation computes it.
     model.set_training(false);
     let batch = data.validation().unwrap().next().unwrap().unwrap();
@@ -150,7 +150,7 @@ fn convdeconv_trains_with_l1_on_voxelneuralrender_chunks() {
         },
     )
     .unwrap();
-    let model = ConvDeconvModel::new(cfg, &Device::Cpu).unwrap();
+    let model = ConvDeconvModel::new(cfg, 3, &Device::Cpu).unwrap();
     let batch = first_batch(&data);
     let target = targets_chw(&batch.targets, 32).unwrap();
     assert_eq!(target.dims(), &[3, 1, 32, 32]);

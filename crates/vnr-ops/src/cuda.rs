@@ -1,5 +1,6 @@
 //! CUDA launches of this crate's kernels (`kernels/*.cu`, compiled to PTX by `build.rs` and
-//! embedded here), called from the ops' `cuda_fwd`.
+//! embedded here), called from the ops' `cuda_fwd`. Convolutions ([`conv`]) add cuBLAS matrix
+//! products around their vol2col / col2vol kernels; grid sampling lives in [`grid_sample`].
 //!
 //! Every kernel has an `_f32` and an `_f64` entry point, walks its work items with a
 //! grid-stride loop and mirrors the CPU kernel of the same op formula for formula. Inputs with
@@ -54,12 +55,20 @@ impl CudaFloat for f64 {
 macro_rules! with_float_type {
     ($op:expr, $dtype:expr, $f:ident($($arg:expr),* $(,)?)) => {
         match $dtype {
-            DType::F32 => $f::<f32>($($arg),*),
-            DType::F64 => $f::<f64>($($arg),*),
-            other => bail!("{}: unsupported dtype {other:?} on CUDA (f32 or f64)", $op),
+            candle_core::DType::F32 => $f::<f32>($($arg),*),
+            candle_core::DType::F64 => $f::<f64>($($arg),*),
+            other => {
+                candle_core::bail!("{}: unsupported dtype {other:?} on CUDA (f32 or f64)", $op)
+            }
         }
     };
 }
+
+mod conv;
+mod grid_sample;
+
+pub(crate) use conv::conv;
+pub(crate) use grid_sample::{grid_sample_backward, grid_sample_forward};
 
 /// The dtype shared by all `storages`, or an error naming the op.
 fn common_dtype(op: &str, storages: &[&CudaStorage]) -> Result<DType> {

@@ -6,6 +6,9 @@
 //! `align_corners` and `((c + 1) size − 1) / 2` without; border padding clamps to
 //! `[0, size − 1]` and, as in PyTorch, passes no gradient to the grid at or beyond the clamp;
 //! nearest mode rounds half to even. A grid coordinate that is NaN samples nothing (zero).
+//!
+//! With the `cuda` feature both passes also run on CUDA devices (`kernels/grid_sample.cu`,
+//! mirroring the CPU kernels here).
 
 use crate::conv::kernel_dtype;
 use crate::cumulative::with_float_slices;
@@ -158,6 +161,11 @@ impl SampleDims {
     /// Input voxels per channel.
     pub fn voxels(&self) -> usize {
         self.d * self.h * self.w
+    }
+
+    /// The output's shape, `[N, C, Do, Ho, Wo]`.
+    pub fn output_shape(&self) -> Shape {
+        Shape::from((self.n, self.c, self.od, self.oh, self.ow))
     }
 }
 
@@ -572,10 +580,20 @@ impl CustomOp2 for GridSample {
             [(input, is, il), (grid, gs, gl)],
             forward_kernel(input, grid, &dims, &self.0)
         );
-        Ok((
-            out,
-            Shape::from((dims.n, dims.c, dims.od, dims.oh, dims.ow)),
-        ))
+        Ok((out, dims.output_shape()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        is: &candle_core::CudaStorage,
+        il: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dims = dims_of(il, gl)?;
+        let out = crate::cuda::grid_sample_forward((is, il), (gs, gl), &dims, &self.0)?;
+        Ok((out, dims.output_shape()))
     }
 
     fn bwd(
@@ -613,15 +631,7 @@ impl CustomOp3 for GridSampleBackward {
         os: &CpuStorage,
         ol: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dims = dims_of(il, gl)?;
-        if ol.dims() != [dims.n, dims.c, dims.od, dims.oh, dims.ow] {
-            bail!(
-                "{}: gradient shape {:?} does not match the output",
-                self.name(),
-                ol.dims()
-            );
-        }
-        let (ni, ng) = (il.shape().elem_count(), gl.shape().elem_count());
+        let (dims, ni, ng) = self.dims(il, gl, ol)?;
         let out = with_float_slices!(
             self.name(),
             [(input, is, il), (grid, gs, gl), (grad_out, os, ol)],
@@ -633,6 +643,37 @@ impl CustomOp3 for GridSampleBackward {
             }
         );
         Ok((out, Shape::from(ni + ng)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        is: &candle_core::CudaStorage,
+        il: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+        os: &candle_core::CudaStorage,
+        ol: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (dims, ni, ng) = self.dims(il, gl, ol)?;
+        let out = crate::cuda::grid_sample_backward((is, il), (gs, gl), (os, ol), &dims, &self.0)?;
+        Ok((out, Shape::from(ni + ng)))
+    }
+}
+
+impl GridSampleBackward {
+    /// Dims of the input/grid pair, checking the output gradient against them, and the
+    /// element counts of the input and the grid.
+    fn dims(&self, il: &Layout, gl: &Layout, ol: &Layout) -> Result<(SampleDims, usize, usize)> {
+        let dims = dims_of(il, gl)?;
+        if ol.dims() != dims.output_shape().dims() {
+            bail!(
+                "{}: gradient shape {:?} does not match the output",
+                CustomOp3::name(self),
+                ol.dims()
+            );
+        }
+        Ok((dims, il.shape().elem_count(), gl.shape().elem_count()))
     }
 }
 

@@ -5,7 +5,9 @@
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Result, Tensor, Var};
+use vnr_ops::conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 use vnr_ops::cumulative::{cumprod, cumsum};
+use vnr_ops::grid_sample::{grid_sample3d, GridPaddingMode, GridSampleMode, GridSampleParams};
 use vnr_ops::pool::{avg_pool3d, max_pool3d, Pool3dParams};
 use vnr_ops::raymarch::{ea_raymarch, EaRaymarchParams};
 
@@ -65,12 +67,21 @@ fn assert_close(what: &str, gpu: &Tensor, cpu: &Tensor, rtol: f64) -> Result<()>
 
 /// Runs `f` on both devices and compares the output and every input gradient.
 fn check(name: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Result<Tensor>) -> Result<()> {
+    check_with(name, inputs, tolerance(inputs[0].dtype()), f)
+}
+
+/// [`check`] with relative tolerance `rtol`.
+fn check_with(
+    name: &str,
+    inputs: &[Tensor],
+    rtol: f64,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<()> {
     let dtype = inputs[0].dtype();
     let cpu_out = f(inputs)?;
     let weight = Tensor::rand(-1.0, 1.0, cpu_out.dims(), &Device::Cpu)?.to_dtype(dtype)?;
     let (c_out, c_grads) = run_on(&Device::Cpu, inputs, &weight, &f)?;
     let (g_out, g_grads) = run_on(&gpu(), inputs, &weight, &f)?;
-    let rtol = tolerance(dtype);
     assert_close(&format!("{name} output"), &g_out, &c_out, rtol)?;
     for (i, (g, c)) in g_grads.iter().zip(&c_grads).enumerate() {
         assert_close(&format!("{name} gradient of input {i}"), g, c, rtol)?;
@@ -89,7 +100,9 @@ fn cumsum_matches_cpu() -> Result<()> {
         for dim in 0..3 {
             for exclusive in [false, true] {
                 let name = format!("cumsum {dtype:?} dim {dim} exclusive {exclusive}");
-                check(&name, &[x.clone()], |t| cumsum(&t[0], dim, exclusive))?;
+                check(&name, std::slice::from_ref(&x), |t| {
+                    cumsum(&t[0], dim, exclusive)
+                })?;
             }
         }
         // A strided input (the op copies it on the device).
@@ -113,7 +126,9 @@ fn cumprod_matches_cpu_with_zeros() -> Result<()> {
         for dim in 0..3 {
             for exclusive in [false, true] {
                 let name = format!("cumprod {dtype:?} dim {dim} exclusive {exclusive}");
-                check(&name, &[x.clone()], |t| cumprod(&t[0], dim, exclusive))?;
+                check(&name, std::slice::from_ref(&x), |t| {
+                    cumprod(&t[0], dim, exclusive)
+                })?;
             }
         }
     }
@@ -172,7 +187,7 @@ fn max_pool3d_matches_cpu() -> Result<()> {
         for (dims, p) in pool_cases() {
             let x = uniform(-1.0, 1.0, &dims, dtype)?;
             let name = format!("max_pool3d {dtype:?} {dims:?} {p:?}");
-            check(&name, &[x.clone()], |t| max_pool3d(&t[0], &p))?;
+            check(&name, std::slice::from_ref(&x), |t| max_pool3d(&t[0], &p))?;
             // Strided input: W and H swapped.
             check(&format!("{name} transposed"), &[x], |t| {
                 max_pool3d(&t[0].transpose(3, 4)?, &p)
@@ -193,10 +208,149 @@ fn avg_pool3d_matches_cpu() -> Result<()> {
                 };
                 let x = uniform(-1.0, 1.0, &dims, dtype)?;
                 let name = format!("avg_pool3d {dtype:?} {dims:?} {p:?}");
-                check(&name, &[x.clone()], |t| avg_pool3d(&t[0], &p))?;
+                check(&name, std::slice::from_ref(&x), |t| avg_pool3d(&t[0], &p))?;
                 check(&format!("{name} transposed"), &[x], |t| {
                     avg_pool3d(&t[0].transpose(3, 4)?, &p)
                 })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// conv3d cases: input dims, weight dims, parameters. They cover groups, per-axis stride,
+/// dilation and asymmetric padding, stride > kernel, padding larger than the kernel, the
+/// pointwise path (no vol2col) and a large-channel stride-2 layer.
+fn conv3d_cases() -> Vec<([usize; 5], [usize; 5], Conv3dParams)> {
+    vec![
+        (
+            [2, 4, 7, 6, 5],
+            [6, 2, 3, 2, 3],
+            Conv3dParams {
+                stride: [2, 1, 2],
+                padding: [[1, 0], [2, 1], [0, 2]],
+                dilation: [1, 2, 1],
+                groups: 2,
+            },
+        ),
+        ([2, 3, 5, 4, 6], [5, 3, 1, 1, 1], Conv3dParams::default()),
+        (
+            [1, 2, 9, 8, 9],
+            [3, 2, 2, 2, 2],
+            Conv3dParams {
+                stride: [3; 3],
+                ..Conv3dParams::symmetric(3)
+            },
+        ),
+        (
+            [2, 64, 8, 8, 8],
+            [32, 64, 4, 4, 4],
+            Conv3dParams {
+                stride: [2; 3],
+                ..Conv3dParams::symmetric(1)
+            },
+        ),
+    ]
+}
+
+#[test]
+fn conv3d_matches_cpu() -> Result<()> {
+    for dtype in [DType::F32, DType::F64] {
+        for (x_dims, w_dims, p) in conv3d_cases() {
+            let x = uniform(-1.0, 1.0, &x_dims, dtype)?;
+            let w = uniform(-1.0, 1.0, &w_dims, dtype)?;
+            let b = uniform(-1.0, 1.0, &w_dims[..1], dtype)?;
+            let name = format!("conv3d {dtype:?} {x_dims:?} {w_dims:?} {p:?}");
+            check(&name, &[x.clone(), w.clone(), b], |t| {
+                conv3d(&t[0], &t[1], Some(&t[2]), &p)
+            })?;
+            // Strided input: H and W swapped (the op copies it on the device).
+            check(&format!("{name} transposed"), &[x, w], |t| {
+                conv3d(&t[0].transpose(3, 4)?, &t[1].transpose(3, 4)?, None, &p)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Layers whose column matrix exceeds the GPU workspace (256 MiB), so the passes run in
+/// several tiles: of output rows of one sample, and of several whole samples.
+#[test]
+fn conv3d_matches_cpu_across_column_tiles() -> Result<()> {
+    for x_dims in [[1, 16, 40, 64, 64], [8, 16, 24, 32, 32]] {
+        let x = uniform(-1.0, 1.0, &x_dims, DType::F32)?;
+        let w = uniform(-0.1, 0.1, &[8, 16, 3, 3, 3], DType::F32)?;
+        let name = format!("conv3d tiled {x_dims:?}");
+        // The weight gradient sums ~10⁵ products per entry, in a different order on each device.
+        check_with(&name, &[x, w], 1e-4, |t| {
+            conv3d(&t[0], &t[1], None, &Conv3dParams::symmetric(1))
+        })?;
+    }
+    Ok(())
+}
+
+#[test]
+fn conv_transpose3d_matches_cpu() -> Result<()> {
+    let cases = [
+        (
+            [2, 4, 5, 4, 3],
+            [4, 3, 3, 3, 2],
+            ConvTranspose3dParams {
+                stride: [2, 2, 1],
+                padding: [1, 0, 1],
+                output_padding: [1, 0, 0],
+                dilation: [1, 1, 2],
+                groups: 1,
+            },
+        ),
+        (
+            [1, 4, 3, 5, 4],
+            [4, 2, 2, 2, 2],
+            ConvTranspose3dParams {
+                stride: [2; 3],
+                groups: 2,
+                ..ConvTranspose3dParams::default()
+            },
+        ),
+        (
+            [2, 6, 4, 3, 5],
+            [6, 5, 1, 1, 1],
+            ConvTranspose3dParams::default(),
+        ),
+    ];
+    for dtype in [DType::F32, DType::F64] {
+        for (x_dims, w_dims, p) in cases {
+            let x = uniform(-1.0, 1.0, &x_dims, dtype)?;
+            let w = uniform(-1.0, 1.0, &w_dims, dtype)?;
+            let b = uniform(-1.0, 1.0, &[w_dims[1] * p.groups], dtype)?;
+            let name = format!("conv_transpose3d {dtype:?} {x_dims:?} {w_dims:?} {p:?}");
+            check(&name, &[x, w, b], |t| {
+                conv_transpose3d(&t[0], &t[1], Some(&t[2]), &p)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn grid_sample3d_matches_cpu() -> Result<()> {
+    for dtype in [DType::F32, DType::F64] {
+        let input = uniform(-1.0, 1.0, &[2, 3, 5, 6, 7], dtype)?;
+        // Beyond [-1, 1] on purpose: padding and clamping are exercised.
+        let grid = uniform(-1.2, 1.2, &[2, 4, 3, 5, 3], dtype)?;
+        for mode in [GridSampleMode::Bilinear, GridSampleMode::Nearest] {
+            for padding_mode in [GridPaddingMode::Zeros, GridPaddingMode::Border] {
+                for align_corners in [false, true] {
+                    let p = GridSampleParams {
+                        mode,
+                        padding_mode,
+                        align_corners,
+                    };
+                    let name = format!("grid_sample3d {dtype:?} {p:?}");
+                    check(&name, &[input.clone(), grid.clone()], |t| {
+                        grid_sample3d(&t[0], &t[1], &p)
+                    })?;
+                }
             }
         }
     }

@@ -47,6 +47,8 @@ pub struct TrainConfig {
     pub validate_every: Option<u64>,
     /// Write a checkpoint every this many steps (one is always written at the end).
     pub checkpoint_every: Option<u64>,
+    /// Also write a checkpoint after each of these steps (DeepSDF's `AdditionalSnapshots`).
+    pub checkpoint_steps: Vec<u64>,
     /// Checkpoints kept in the run directory (at least 1).
     pub keep_checkpoints: usize,
     /// Seed of the trainer's random generator (dropout, sampling inside the model).
@@ -74,6 +76,7 @@ impl Default for TrainConfig {
             check_gradients: true,
             validate_every: None,
             checkpoint_every: None,
+            checkpoint_steps: Vec::new(),
             keep_checkpoints: 2,
             seed: 0,
             progress: true,

@@ -244,7 +244,9 @@ impl<M: Model> Trainer<M> {
                 if self.config.validate_every.is_some_and(|n| step % n == 0) {
                     last_validation = self.validate(data, &mut log)?.or(last_validation);
                 }
-                if self.config.checkpoint_every.is_some_and(|n| step % n == 0) {
+                if self.config.checkpoint_every.is_some_and(|n| step % n == 0)
+                    || self.config.checkpoint_steps.contains(&step)
+                {
                     self.save_checkpoint()?;
                     last_checkpoint = Some(step);
                 }

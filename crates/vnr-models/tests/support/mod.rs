@@ -100,3 +100,62 @@ pub fn values(shape: &[usize], seed: u64, lo: f64, hi: f64) -> Tensor {
         .collect();
     Tensor::from_vec(v, shape, &Device::Cpu).expect("values")
 }
+
+/// Every parameter by name, flattened to f32.
+pub type Snapshot = std::collections::BTreeMap<String, Vec<f32>>;
+
+/// Every parameter of a `VarMap` by name, flattened to f32 (for bit-exact comparisons).
+pub fn snapshot(varmap: &VarMap) -> Snapshot {
+    let data = varmap.data().lock().expect("varmap");
+    data.iter()
+        .map(|(name, var)| {
+            let v = var
+                .as_tensor()
+                .flatten_all()
+                .and_then(|t| t.to_dtype(DType::F32))
+                .and_then(|t| t.to_vec1())
+                .expect("values");
+            (name.clone(), v)
+        })
+        .collect()
+}
+
+/// Standard deviation of `values` about their mean.
+pub fn std_dev(values: &[f32]) -> f64 {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    (values
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt()
+}
+
+/// Builds a model's parameters with `vnr_models::seeded::seeded_var_builder` from `seed`
+/// twice and from `seed + 1` once; asserts the two same-seed builds are bit-identical and
+/// returns the first build's `VarMap` with the snapshots of seeds `seed` and `seed + 1`.
+pub fn seeded_builds<T>(
+    seed: u64,
+    build: impl Fn(candle_nn::VarBuilder<'static>) -> Result<T>,
+) -> Result<(VarMap, Snapshot, Snapshot)> {
+    let seeded = |seed| -> Result<VarMap> {
+        let vars = VarMap::new();
+        build(vnr_models::seeded::seeded_var_builder(
+            &vars,
+            seed,
+            DType::F32,
+            &Device::Cpu,
+        ))?;
+        Ok(vars)
+    };
+    let vars = seeded(seed)?;
+    let first = snapshot(&vars);
+    assert_eq!(
+        first,
+        snapshot(&seeded(seed)?),
+        "same seed, different weights"
+    );
+    let other = snapshot(&seeded(seed + 1)?);
+    Ok((vars, first, other))
+}

@@ -107,6 +107,76 @@ impl ConvGeometry {
             .min(self.output[axis]);
         (lo.min(hi), hi)
     }
+
+    /// Rows of the column matrix of one group, `C/groups · kd·kh·kw` (one per input channel and
+    /// kernel tap).
+    pub fn column_rows(&self) -> usize {
+        self.group_in_channels() * self.kernel_volume()
+    }
+
+    /// Splits the column matrix of every sample into tiles of at most `max_elements` entries
+    /// (`column_rows()` × the tile's output voxels), in order: whole samples at a time when
+    /// a sample fits, else runs of output rows (`(od, oh)` pairs of `Wo` voxels) of one sample.
+    /// A single output row is the smallest tile, even if it alone is larger. Together the tiles
+    /// cover every (sample, output row) exactly once; none when the batch is empty.
+    pub fn column_tiles(&self, max_elements: usize) -> Vec<ColumnTile> {
+        let out_rows = self.output[0] * self.output[1];
+        let row_elements = (self.column_rows() * self.output[2]).max(1);
+        let fit = (max_elements / row_elements).max(1);
+        if out_rows == 0 {
+            return Vec::new();
+        }
+        if fit >= out_rows {
+            let per_tile = (fit / out_rows).max(1);
+            return (0..self.batch)
+                .step_by(per_tile)
+                .map(|first_sample| ColumnTile {
+                    first_sample,
+                    samples: per_tile.min(self.batch - first_sample),
+                    first_row: 0,
+                    rows: out_rows,
+                })
+                .collect();
+        }
+        (0..self.batch)
+            .flat_map(|sample| {
+                (0..out_rows).step_by(fit).map(move |first_row| ColumnTile {
+                    first_sample: sample,
+                    samples: 1,
+                    first_row,
+                    rows: fit.min(out_rows - first_row),
+                })
+            })
+            .collect()
+    }
+
+    /// Range `[lo, hi)` of input depths that the output rows `first_row..first_row + rows`
+    /// (`r = od·Ho + oh`) read; the adjoint of vol2col only touches these.
+    pub fn input_depths(&self, first_row: usize, rows: usize) -> (usize, usize) {
+        let oh = self.output[1].max(1);
+        if rows == 0 {
+            return (0, 0);
+        }
+        let (od_lo, od_hi) = (first_row / oh, (first_row + rows - 1) / oh);
+        let lo = (od_lo * self.stride[0]).saturating_sub(self.pad[0]);
+        let reach = od_hi * self.stride[0] + (self.kernel[0] - 1) * self.dilation[0] + 1;
+        let hi = reach.saturating_sub(self.pad[0]).min(self.input[0]);
+        (lo.min(hi), hi)
+    }
+}
+
+/// One tile of a column matrix: samples `first_sample..first_sample + samples` × output rows
+/// `first_row..first_row + rows` (see [`ConvGeometry::column_tiles`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnTile {
+    /// First sample of the tile.
+    pub first_sample: usize,
+    /// Number of samples; more than one only when the tile holds all output rows.
+    pub samples: usize,
+    /// First output row, `od·Ho + oh`.
+    pub first_row: usize,
+    /// Number of output rows.
+    pub rows: usize,
 }
 
 #[cfg(test)]
@@ -135,21 +205,82 @@ mod tests {
         }
     }
 
+    /// One-axis cases `(input, output, kernel, stride, dilation, padding)`: stride > kernel,
+    /// dilation, padding beyond the kernel, a single output.
+    const AXIS_CASES: [(usize, usize, usize, usize, usize, usize); 5] = [
+        (5, 3, 3, 2, 1, 1),
+        (7, 9, 2, 1, 2, 4),
+        (4, 2, 3, 3, 1, 0),
+        (3, 8, 3, 1, 1, 6),
+        (6, 1, 1, 5, 1, 0),
+    ];
+
     #[test]
     fn valid_outputs_agree_with_input_index() {
-        for (input, output, k, s, d, p) in [
-            (5, 3, 3, 2, 1, 1),
-            (7, 9, 2, 1, 2, 4),
-            (4, 2, 3, 3, 1, 0),
-            (3, 8, 3, 1, 1, 6),
-            (6, 1, 1, 5, 1, 0),
-        ] {
+        for (input, output, k, s, d, p) in AXIS_CASES {
             let g = geometry(input, output, k, s, d, p);
             for tap in 0..k {
                 let (lo, hi) = g.valid_outputs(0, tap);
                 for o in 0..output {
                     let inside = g.input_index(0, o, tap).is_some();
                     assert_eq!(inside, (lo..hi).contains(&o), "{g:?} tap {tap} o {o}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn column_tiles_cover_every_sample_and_row_once() {
+        let mut g = geometry(9, 5, 3, 2, 1, 1);
+        g.batch = 3;
+        g.in_channels = 2;
+        let out_rows = 25;
+        let row_elements = g.column_rows() * 5;
+        for max_elements in [
+            0,
+            1,
+            row_elements,
+            3 * row_elements,
+            25 * row_elements,
+            60 * row_elements,
+            usize::MAX / 2,
+        ] {
+            let mut seen = vec![0; 3 * out_rows];
+            for t in g.column_tiles(max_elements) {
+                assert!(
+                    t.samples == 1 || (t.first_row == 0 && t.rows == out_rows),
+                    "{t:?}"
+                );
+                assert!(
+                    t.rows == 1 || t.samples * t.rows * row_elements <= max_elements,
+                    "{t:?}"
+                );
+                for n in t.first_sample..t.first_sample + t.samples {
+                    for r in t.first_row..t.first_row + t.rows {
+                        seen[n * out_rows + r] += 1;
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&c| c == 1), "max {max_elements}: {seen:?}");
+        }
+        g.batch = 0;
+        assert!(g.column_tiles(100).is_empty());
+    }
+
+    #[test]
+    fn input_depths_hold_every_depth_read() {
+        for (input, output, k, s, d, p) in AXIS_CASES {
+            let g = geometry(input, output, k, s, d, p);
+            for first_row in 0..output * output {
+                for rows in 1..=output * output - first_row {
+                    let (lo, hi) = g.input_depths(first_row, rows);
+                    for r in first_row..first_row + rows {
+                        for tap in 0..k {
+                            if let Some(i) = g.input_index(0, r / output, tap) {
+                                assert!((lo..hi).contains(&i), "{g:?} rows {first_row}+{rows}");
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -5,12 +5,15 @@
 //! weight gradient. A transposed convolution's forward is the input gradient of the convolution
 //! it transposes, and each kernel's backward is made of the other two, so there is one
 //! implementation of each and every pass gets a second derivative for free.
+//!
+//! With the `cuda` feature each kernel also runs on CUDA devices: vol2col / col2vol kernels
+//! around cuBLAS matrix products, tiled like the CPU path (docs/cuda.md).
 
 mod geometry;
 mod kernels;
 pub mod reference;
 
-pub use geometry::ConvGeometry;
+pub use geometry::{ColumnTile, ConvGeometry};
 use kernels::GemmElement;
 
 use candle_core::backend::BackendStorage;
@@ -357,7 +360,7 @@ fn run_conv(
 
 /// Which of the three convolution kernels an op runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pass {
+pub(crate) enum Pass {
     /// `(x, w) → y`.
     Forward,
     /// `(dy, w) → dx`; the transposed convolution's forward.
@@ -398,6 +401,20 @@ impl ConvOp {
     fn with_pass(&self, pass: Pass) -> Self {
         Self { pass, ..*self }
     }
+
+    /// Checks the operands' dims and returns the result's shape.
+    fn result_shape(&self, l1: &Layout, l2: &Layout) -> Result<Shape> {
+        let (d1, d2, d_out) = self.dims();
+        if l1.dims() != d1 || l2.dims() != d2 {
+            candle_core::bail!(
+                "{}: operands {:?} and {:?}, expected {d1:?} and {d2:?}",
+                self.name(),
+                l1.dims(),
+                l2.dims()
+            );
+        }
+        Ok(Shape::from(d_out.to_vec()))
+    }
 }
 
 impl CustomOp2 for ConvOp {
@@ -417,14 +434,7 @@ impl CustomOp2 for ConvOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let name = self.name();
-        let (d1, d2, d_out) = self.dims();
-        if l1.dims() != d1 || l2.dims() != d2 {
-            candle_core::bail!(
-                "{name}: operands {:?} and {:?}, expected {d1:?} and {d2:?}",
-                l1.dims(),
-                l2.dims()
-            );
-        }
+        let shape = self.result_shape(l1, l2)?;
         let out = match (s1, s2) {
             (CpuStorage::F32(a), CpuStorage::F32(b)) => {
                 let (a, b) = (contiguous_data(name, a, l1)?, contiguous_data(name, b, l2)?);
@@ -440,7 +450,20 @@ impl CustomOp2 for ConvOp {
                 s2.dtype()
             ),
         };
-        Ok((out, Shape::from(d_out.to_vec())))
+        Ok((out, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let shape = self.result_shape(l1, l2)?;
+        let out = crate::cuda::conv(self.pass, &self.geometry, (s1, l1), (s2, l2))?;
+        Ok((out, shape))
     }
 
     fn bwd(

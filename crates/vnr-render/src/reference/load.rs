@@ -9,11 +9,10 @@ use vnr_formats::vdb::{read_vdb, AnyGrid, Grid, GridClass, LEAF_VOXELS};
 
 use super::bricks::{block_of, IndexMap, BRICK};
 use super::fog::FogVolume;
-use super::sdf::Sdf;
 use super::shading::Object;
 use super::surface::GridSurface;
 use super::vec3::Vec3;
-use super::RenderError;
+use super::{RenderError, Sdf};
 
 /// Prefix of analytic scene names (`sdf:sphere`).
 pub const SDF_PREFIX: &str = "sdf:";
@@ -30,7 +29,9 @@ pub const SDF_PREFIX: &str = "sdf:";
 /// | `union` | sphere r 0.6 at (−0.35, 0, 0) ∪ box half 0.45 at (0.4, 0, 0) |
 /// | `intersection` | sphere r 1 ∩ box half 0.75 (a rounded cube) |
 /// | `smooth-union` | spheres r 0.5 at (±0.4, 0, 0), blend 0.3 |
-pub const SDF_NAMES: [&str; 8] = [
+/// | `difference` | the box with a sphere r 0.6 at (0.5, 0.4, 0.45) cut away (a scooped corner) |
+/// | `superquadric` | semi-axes (0.8, 0.6, 0.7), exponents ε₁ 0.4, ε₂ 0.6 (a box with softly rounded edges) |
+pub const SDF_NAMES: [&str; 10] = [
     "sphere",
     "box",
     "rounded-box",
@@ -39,6 +40,8 @@ pub const SDF_NAMES: [&str; 8] = [
     "union",
     "intersection",
     "smooth-union",
+    "difference",
+    "superquadric",
 ];
 
 /// The analytic shape called `name` (see [`SDF_NAMES`]).
@@ -52,12 +55,13 @@ pub fn analytic_sdf(name: &str) -> Result<Sdf, RenderError> {
         center: c,
         half: Vec3::splat(h),
     };
+    let the_box = || Sdf::Box {
+        center: o,
+        half: Vec3::new(0.8, 0.6, 0.7),
+    };
     Ok(match name {
         "sphere" => sphere(o, 1.0),
-        "box" => Sdf::Box {
-            center: o,
-            half: Vec3::new(0.8, 0.6, 0.7),
-        },
+        "box" => the_box(),
         "rounded-box" => Sdf::RoundedBox {
             center: o,
             half: Vec3::new(0.8, 0.6, 0.7),
@@ -83,6 +87,16 @@ pub fn analytic_sdf(name: &str) -> Result<Sdf, RenderError> {
             Box::new(sphere(Vec3::new(0.4, 0.0, 0.0), 0.5)),
             0.3,
         ),
+        "difference" => Sdf::Difference(
+            Box::new(the_box()),
+            Box::new(sphere(Vec3::new(0.5, 0.4, 0.45), 0.6)),
+        ),
+        "superquadric" => Sdf::Superquadric {
+            center: o,
+            scale: Vec3::new(0.8, 0.6, 0.7),
+            e1: 0.4,
+            e2: 0.6,
+        },
         other => {
             return Err(RenderError::UnknownShape(format!(
                 "{other} (known: {})",

@@ -5,12 +5,13 @@
 //! numbers, no reductions across pixels, so a render is bit-identical for any thread count.
 //!
 //! # Scenes
-//! - [`Object::Surface`]: analytic SDFs ([`Sdf`], sphere traced, analytic gradients) and the
-//!   iso-surfaces of voxel grids ([`GridSurface`]): dense arrays, VDB level sets (inactive
-//!   voxels read ±background), binvox occupancy (0/1 density, surface at 0.5). Grid rays walk
-//!   8³ bricks with a DDA, skipping blocks where the field does not change sign, then the
-//!   cells of a brick; the first root of the trilinear interpolant is refined by regula falsi
-//!   to `f64` precision, and the normal is its trilinear gradient.
+//! - [`Object::Surface`]: analytic SDFs ([`Sdf`], from `vnr_geom::sdf`; sphere traced, their
+//!   analytic gradients as normals) and the iso-surfaces of voxel grids ([`GridSurface`]):
+//!   dense arrays, VDB level sets (inactive voxels read ±background), binvox occupancy (0/1
+//!   density, surface at 0.5). Grid rays walk 8³ bricks with a DDA, skipping blocks where the
+//!   field does not change sign, then the cells of a brick; the first root of the trilinear
+//!   interpolant is refined by regula falsi to `f64` precision, and the normal is its
+//!   trilinear gradient.
 //! - [`Object::Fog`]: emission–absorption with single scattering, `vdb_render`'s model
 //!   ([`fog`]).
 //!
@@ -51,9 +52,10 @@ mod render;
 mod sdf;
 pub mod shading;
 mod surface;
-mod vec3;
 
 use std::path::PathBuf;
+
+use vnr_geom::vec3;
 
 pub use bricks::IndexMap;
 pub use camera::{direction_from_angles, fov_y_from_fov_x, orbit_position, Camera, Projection};
@@ -63,10 +65,10 @@ pub use load::{
     SDF_NAMES, SDF_PREFIX, VALUES_KEY, VOXEL_SIZE_KEY,
 };
 pub use render::{render, to_grey, Frame, Outputs};
-pub use sdf::Sdf;
 pub use shading::{Ground, Light, Material, Object, Phong, Scene};
 pub use surface::{GridSurface, Surface, SurfaceHit};
 pub use vec3::{Aabb, Ray, Vec3};
+pub use vnr_geom::sdf::Sdf;
 
 /// Errors of the reference renderer.
 #[derive(Debug, thiserror::Error)]

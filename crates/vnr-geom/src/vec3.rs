@@ -1,4 +1,7 @@
-//! A small `f64` 3-vector for the scalar per-pixel code.
+//! A small `f64` 3-vector with its ray and axis-aligned box, for analytic shapes ([`crate::sdf`])
+//! and scalar per-point code such as the reference renderer's (`vnr_render::reference`). The
+//! mesh code ([`crate::bvh`]) works on `[f32; 3]` arrays instead; [`Vec3::from_array`] and
+//! [`Vec3::to_array`] convert.
 
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
