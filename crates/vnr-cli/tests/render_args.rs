@@ -28,50 +28,46 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("temporary paths are UTF-8")
 }
 
+/// `vnr render INPUT --out OUT --size SIZE EXTRA...`.
+fn render_to(input: &str, out: &Path, size: u32, extra: &[&str]) -> anyhow::Result<()> {
+    let size = size.to_string();
+    let mut args = vec![input, "--out", path_str(out), "--size", &size];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 #[test]
 fn sdf_sphere_renders_every_output() {
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("sphere.png");
-    run(&[
+    render_to(
         "sdf:sphere",
-        "--out",
-        path_str(&png),
-        "--size",
-        "64",
-        "--ground",
-        "--material",
-        "reflective",
-    ])
+        &png,
+        64,
+        &["--ground", "--material", "reflective"],
+    )
     .unwrap();
     let image = ImageF32::read_png(&png).unwrap();
     assert_eq!((image.width, image.height, image.channels), (64, 64, 3));
 
     let grey = dir.path().join("grey.png");
-    run(&[
-        "sdf:torus",
-        "--out",
-        path_str(&grey),
-        "--size",
-        "32",
-        "--grey",
-    ])
-    .unwrap();
+    render_to("sdf:torus", &grey, 32, &["--grey"]).unwrap();
     assert_eq!(ImageF32::read_png(&grey).unwrap().channels, 1);
 
     let sil = dir.path().join("sil.png");
-    run(&[
+    render_to(
         "sdf:sphere",
-        "--out",
-        path_str(&sil),
-        "--size",
-        "101",
-        "--output",
-        "silhouette",
-        "--ortho-height",
-        "3",
-        "--elevation",
-        "-20",
-    ])
+        &sil,
+        101,
+        &[
+            "--output",
+            "silhouette",
+            "--ortho-height",
+            "3",
+            "--elevation",
+            "-20",
+        ],
+    )
     .unwrap();
     let sil = ImageF32::read_png(&sil).unwrap();
     assert!(sil.data.iter().all(|v| *v == 0.0 || *v == 1.0));
@@ -83,19 +79,12 @@ fn sdf_sphere_renders_every_output() {
     );
 
     let depth = dir.path().join("depth.npy");
-    run(&[
+    render_to(
         "sdf:sphere",
-        "--out",
-        path_str(&depth),
-        "--size",
-        "33",
-        "--output",
-        "depth",
-        "--radius",
-        "4",
-        "--azimuth",
-        "-30",
-    ])
+        &depth,
+        33,
+        &["--output", "depth", "--radius", "4", "--azimuth", "-30"],
+    )
     .unwrap();
     let depth = read_npy(&depth).unwrap();
     assert_eq!(depth.shape(), &[33, 33]);
@@ -107,16 +96,7 @@ fn sdf_sphere_renders_every_output() {
 
     for output in ["normal", "albedo"] {
         let out = dir.path().join(format!("{output}.png"));
-        run(&[
-            "sdf:capsule",
-            "--out",
-            path_str(&out),
-            "--size",
-            "24",
-            "--output",
-            output,
-        ])
-        .unwrap();
+        render_to("sdf:capsule", &out, 24, &["--output", output]).unwrap();
         assert_eq!(ImageF32::read_png(&out).unwrap().channels, 3);
     }
 }
@@ -125,17 +105,7 @@ fn sdf_sphere_renders_every_output() {
 fn rotate_writes_a_turntable_gif() {
     let dir = tempfile::tempdir().unwrap();
     let gif = dir.path().join("turn.gif");
-    run(&[
-        "sdf:smooth-union",
-        "--out",
-        path_str(&gif),
-        "--size",
-        "24",
-        "--rotate",
-        "--frames",
-        "6",
-    ])
-    .unwrap();
+    render_to("sdf:smooth-union", &gif, 24, &["--rotate", "--frames", "6"]).unwrap();
     let frames: Vec<_> = read_gif(&gif).unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(frames.len(), 6);
     assert_eq!((frames[0].width, frames[0].height), (24, 24));
@@ -146,15 +116,16 @@ fn rotate_writes_a_turntable_gif() {
 #[test]
 fn binvox_and_npz_grids_render() {
     let dir = tempfile::tempdir().unwrap();
-    // A 16³ ball of occupancy.
+    // A ball of radius 6 voxels in a 16³ grid: each voxel's distance from the grid's centre.
     let n = 16usize;
-    let values: Vec<u8> = (0..n * n * n)
+    let from_centre: Vec<f32> = (0..n * n * n)
         .map(|i| {
             let (x, y, z) = (i / (n * n), (i / n) % n, i % n);
             let d = [x, y, z].map(|c| c as f32 - 7.5);
-            u8::from(d.iter().map(|c| c * c).sum::<f32>() < 36.0)
+            d.iter().map(|c| c * c).sum::<f32>().sqrt()
         })
         .collect();
+    let values: Vec<u8> = from_centre.iter().map(|r| u8::from(*r < 6.0)).collect();
     let binvox = dir.path().join("ball.binvox");
     BinvoxGrid::new([n; 3], values.clone(), BinvoxVersion::V1)
         .unwrap()
@@ -163,27 +134,12 @@ fn binvox_and_npz_grids_render() {
         .write(&binvox)
         .unwrap();
     let out = dir.path().join("ball.png");
-    run(&[
-        path_str(&binvox),
-        "--out",
-        path_str(&out),
-        "--size",
-        "32",
-        "--output",
-        "silhouette",
-    ])
-    .unwrap();
+    render_to(path_str(&binvox), &out, 32, &["--output", "silhouette"]).unwrap();
     let sil = ImageF32::read_png(&out).unwrap();
     assert!(sil.data.iter().filter(|v| **v == 1.0).count() > 100);
 
     // The same ball as a dense signed distance grid in an npz with origin and voxel size.
-    let sdf: Vec<f32> = (0..n * n * n)
-        .map(|i| {
-            let (x, y, z) = (i / (n * n), (i / n) % n, i % n);
-            let d = [x, y, z].map(|c| c as f32 - 7.5);
-            (d.iter().map(|c| c * c).sum::<f32>().sqrt() - 6.0) * 0.125
-        })
-        .collect();
+    let sdf: Vec<f32> = from_centre.iter().map(|r| (r - 6.0) * 0.125).collect();
     let npz = dir.path().join("ball.npz");
     let values = NpyArray::new(vec![n, n, n], NpyData::F32(sdf)).unwrap();
     let origin = NpyArray::new(vec![3], NpyData::F64(vec![-0.9375; 3])).unwrap();
@@ -199,19 +155,12 @@ fn binvox_and_npz_grids_render() {
     )
     .unwrap();
     let depth = dir.path().join("ball.npy");
-    run(&[
+    render_to(
         path_str(&npz),
-        "--out",
-        path_str(&depth),
-        "--size",
-        "33",
-        "--output",
-        "depth",
-        "--radius",
-        "3",
-        "--look-at",
-        "0,0,0",
-    ])
+        &depth,
+        33,
+        &["--output", "depth", "--radius", "3", "--look-at", "0,0,0"],
+    )
     .unwrap();
     let NpyData::F32(d) = read_npy(&depth).unwrap().into_data() else {
         panic!("depth is float32")
@@ -225,16 +174,7 @@ fn binvox_and_npz_grids_render() {
 
     // Read as fog, the same array renders as a volume.
     let fog = dir.path().join("fog.png");
-    run(&[
-        path_str(&npz),
-        "--out",
-        path_str(&fog),
-        "--size",
-        "16",
-        "--dense-as",
-        "fog",
-    ])
-    .unwrap();
+    render_to(path_str(&npz), &fog, 16, &["--dense-as", "fog"]).unwrap();
 }
 
 #[test]
@@ -275,16 +215,12 @@ fn cortex_sphere_renders_by_grid_name() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cortex.png");
-    run(&[
+    render_to(
         path_str(&sphere),
-        "--out",
-        path_str(&out),
-        "--size",
-        "48",
-        "--grid",
-        "ls_sphere",
-        "--ground",
-    ])
+        &out,
+        48,
+        &["--grid", "ls_sphere", "--ground"],
+    )
     .unwrap();
     assert_eq!(ImageF32::read_png(&out).unwrap().width, 48);
     let err = run(&[path_str(&sphere), "--out", path_str(&out), "--grid", "nope"]).unwrap_err();

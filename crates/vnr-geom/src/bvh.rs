@@ -453,8 +453,8 @@ impl Bvh {
         self.closest_point_with_scratch(p, max_distance, &mut ClosestScratch::default())
     }
 
-    /// [`Bvh::closest_point`] for many points, in parallel (in Morton order, see
-    /// [`coherent_map`]; the results are in the order of `points`).
+    /// [`Bvh::closest_point`] for many points, in parallel (visited in Morton order, so that
+    /// neighbouring queries share tree nodes; the results are in the order of `points`).
     pub fn closest_points(
         &self,
         points: &[[f32; 3]],

@@ -452,10 +452,10 @@ fn camera_basis(forward: [f32; 3]) -> ([f32; 3], [f32; 3]) {
 pub mod procedural {
     use vnr_formats::mesh::TriangleMesh;
 
-    /// A closed torus around the z axis (major radius `major`, tube radius `minor`) with
+    /// A closed torus around the y axis (major radius `major`, tube radius `minor`) with
     /// `segments_around × segments_tube` quads split into `2·segments_around·segments_tube`
-    /// outward-facing triangles. Its exact SDF is approximated by [`torus_sdf`] as the
-    /// segment counts grow.
+    /// outward-facing triangles. As the segment counts grow its signed distance approaches
+    /// that of [`crate::sdf::Sdf::Torus`] centred at the origin.
     pub fn torus(major: f32, minor: f32, segments_around: u32, segments_tube: u32) -> TriangleMesh {
         let (nu, nv) = (segments_around.max(3), segments_tube.max(3));
         let tau = std::f64::consts::TAU;
@@ -465,10 +465,11 @@ pub mod procedural {
             for j in 0..nv {
                 let v = tau * f64::from(j) / f64::from(nv);
                 let ring = f64::from(major) + f64::from(minor) * v.cos();
+                // The ring runs clockwise seen from +y, so that ∂u × ∂v points outward.
                 positions.push([
                     (ring * u.cos()) as f32,
-                    (ring * u.sin()) as f32,
                     (f64::from(minor) * v.sin()) as f32,
+                    (-ring * u.sin()) as f32,
                 ]);
             }
         }
@@ -487,14 +488,8 @@ pub mod procedural {
         }
     }
 
-    /// Exact signed distance of the smooth torus [`torus`] approximates (positive outside).
-    pub fn torus_sdf(major: f32, minor: f32, p: [f32; 3]) -> f32 {
-        let ring = (p[0] * p[0] + p[1] * p[1]).sqrt() - major;
-        (ring * ring + p[2] * p[2]).sqrt() - minor
-    }
-
     /// A closed axis-aligned box centred at the origin, 12 outward-facing triangles; its
-    /// signed distance is exactly [`box_sdf`].
+    /// signed distance is exactly that of [`crate::sdf::Sdf::Box`] centred at the origin.
     pub fn cuboid(half: [f32; 3]) -> TriangleMesh {
         let positions = (0..8)
             .map(|c| std::array::from_fn(|k| if c >> k & 1 == 1 { half[k] } else { -half[k] }))
@@ -518,12 +513,5 @@ pub mod procedural {
             positions,
             triangles,
         }
-    }
-
-    /// Exact signed distance to the box [`cuboid`] (positive outside).
-    pub fn box_sdf(half: [f32; 3], p: [f32; 3]) -> f32 {
-        let q: [f32; 3] = std::array::from_fn(|k| p[k].abs() - half[k]);
-        let outside = q.iter().map(|c| c.max(0.0).powi(2)).sum::<f32>().sqrt();
-        outside + q[0].max(q[1]).max(q[2]).min(0.0)
     }
 }

@@ -129,8 +129,9 @@ impl FastWindingNumber {
         self.winding_number_with_scratch(q, &mut WindingScratch::default())
     }
 
-    /// [`FastWindingNumber::winding_number`] for many points, in parallel (in Morton order,
-    /// see [`coherent_map`]; the results are in the order of `points`).
+    /// [`FastWindingNumber::winding_number`] for many points, in parallel (visited in Morton
+    /// order, so that neighbouring queries share tree nodes; the results are in the order of
+    /// `points`).
     pub fn winding_numbers(&self, points: &[[f32; 3]]) -> Vec<f32> {
         coherent_map(points, WindingScratch::default, |scratch, q| {
             self.winding_number_with_scratch(q, scratch)

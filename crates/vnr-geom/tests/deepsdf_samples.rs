@@ -9,7 +9,7 @@ use vnr_geom::deepsdf_samples::{
     SamplingOptions,
 };
 use vnr_geom::normalize::{Normalization, NormalizeError};
-use vnr_geom::signed_distance::procedural::{box_sdf, cuboid, torus};
+use vnr_geom::signed_distance::procedural::{cuboid, torus};
 
 fn options(count: usize) -> SamplingOptions {
     SamplingOptions {
@@ -89,16 +89,7 @@ fn samples_split_and_reproduce() {
 fn perturbations_use_variance_not_standard_deviation() {
     // A flat square at z = 0 (zero volume: every SDF is the unsigned distance). With the second
     // variance 0, level-2 samples lie exactly on the square: SDF 0, which DeepSDF files in `neg`.
-    let square = TriangleMesh::new(
-        vec![
-            [-0.5, -0.5, 0.0],
-            [0.5, -0.5, 0.0],
-            [0.5, 0.5, 0.0],
-            [-0.5, 0.5, 0.0],
-        ],
-        vec![[0, 1, 2], [0, 2, 3]],
-    )
-    .unwrap();
+    let square = crate::support::flat_square(-0.5, 0.5);
     let opts = SamplingOptions {
         count: 40_000,
         second_variance: 0.0,
@@ -143,9 +134,10 @@ fn cube_samples_carry_exact_sdf() {
         s.pos.len() + s.neg.len(),
         Preset::NeoRender.counts(20_000).total()
     );
-    let scaled_half = half.map(|h| h * n.scale);
+    let shape = crate::support::origin_box(half.map(|h| h * n.scale));
     for r in s.pos.iter().chain(&s.neg) {
-        assert!((r[3] - box_sdf(scaled_half, [r[0], r[1], r[2]])).abs() < 1e-5);
+        let expected = crate::support::distance_at(&shape, [r[0], r[1], r[2]]);
+        assert!((r[3] - expected).abs() < 1e-5);
     }
 }
 

@@ -5,11 +5,13 @@ use rand_chacha::ChaCha8Rng;
 use vnr_formats::mesh::TriangleMesh;
 use vnr_formats::npz::{read_npz, NpyData};
 use vnr_geom::bvh::GeometryError;
-use vnr_geom::signed_distance::procedural::{box_sdf, cuboid, torus, torus_sdf};
+use vnr_geom::signed_distance::procedural::{cuboid, torus};
 use vnr_geom::signed_distance::{
     fibonacci_sphere, signed_distance, MeshSdf, SdfOptions, SignMethod, VirtualScanOptions,
 };
 use vnr_geom::winding::FastWindingNumber;
+
+use crate::support::{distance_at, flat_square, origin_box, origin_torus};
 
 fn random_points(n: usize, extent: f32, seed: u64) -> Vec<[f32; 3]> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -33,10 +35,11 @@ fn small_scan() -> SdfOptions {
 fn cube_signed_distance_is_exact() {
     let half = [1.0, 0.5, 0.75];
     let mesh = cuboid(half);
+    let shape = origin_box(half);
     let points = random_points(2000, 2.0, 1);
     let sdf = signed_distance(&mesh, &points).unwrap();
     for (p, d) in points.iter().zip(&sdf) {
-        let expected = box_sdf(half, *p);
+        let expected = distance_at(&shape, *p);
         assert!(
             (d - expected).abs() <= 1e-6 * (1.0 + expected.abs()),
             "{p:?}: {d} vs {expected}"
@@ -52,9 +55,10 @@ fn torus_signed_distance_matches_analytic() {
     let sdf = MeshSdf::new(&mesh, &SdfOptions::default()).unwrap();
     let points = random_points(2000, 1.6, 2);
     let values = sdf.signed_distances(&points);
+    let shape = origin_torus(1.0, 0.35);
     // Chord error of the tessellation: r·(1 − cos(π/128)) plus the ring's, well under 1e-3.
     for (p, d) in points.iter().zip(&values) {
-        let expected = torus_sdf(1.0, 0.35, *p);
+        let expected = distance_at(&shape, *p);
         assert!((d - expected).abs() < 1e-3, "{p:?}: {d} vs {expected}");
     }
     assert!(sdf.signed_distance([f32::NAN, 0.0, 0.0]).is_nan());
@@ -98,33 +102,31 @@ fn spot_matches_trimesh() {
 #[test]
 fn virtual_scan_sign_on_closed_and_flipped_meshes() {
     let half = [0.8, 0.5, 0.6];
-    let mut mesh = cuboid(half);
+    let shape = origin_box(half);
     let points: Vec<[f32; 3]> = random_points(600, 1.2, 3)
         .into_iter()
-        .filter(|p| box_sdf(half, *p).abs() > 0.05)
+        .filter(|p| distance_at(&shape, *p).abs() > 0.05)
         .collect();
-    let expected: Vec<bool> = points.iter().map(|p| box_sdf(half, *p) < 0.0).collect();
-    let scan = MeshSdf::new(&mesh, &small_scan()).unwrap();
-    assert!(scan.virtual_scan().unwrap().len() > 10_000);
-    let signs: Vec<bool> = scan
-        .signed_distances(&points)
+    let expected: Vec<bool> = points
         .iter()
-        .map(|d| *d < 0.0)
+        .map(|p| distance_at(&shape, *p) < 0.0)
         .collect();
-    assert_eq!(signs, expected);
-
     // Flip half of the triangles: winding numbers lose the sign, the scan does not care.
-    for t in mesh.triangles.iter_mut().step_by(2) {
+    let mut flipped = cuboid(half);
+    for t in flipped.triangles.iter_mut().step_by(2) {
         t.swap(1, 2);
     }
-    let scan = MeshSdf::new(&mesh, &small_scan()).unwrap();
-    let signs: Vec<bool> = scan
-        .signed_distances(&points)
-        .iter()
-        .map(|d| *d < 0.0)
-        .collect();
-    assert_eq!(signs, expected);
-    let winding = FastWindingNumber::new(&mesh, 2.0).unwrap();
+    for mesh in [&cuboid(half), &flipped] {
+        let scan = MeshSdf::new(mesh, &small_scan()).unwrap();
+        assert!(scan.virtual_scan().unwrap().len() > 10_000);
+        let signs: Vec<bool> = scan
+            .signed_distances(&points)
+            .iter()
+            .map(|d| *d < 0.0)
+            .collect();
+        assert_eq!(signs, expected);
+    }
+    let winding = FastWindingNumber::new(&flipped, 2.0).unwrap();
     assert!(winding.winding_number([0.0; 3]).abs() < 0.6);
 }
 
@@ -142,16 +144,7 @@ fn fibonacci_sphere_is_unit_and_spread() {
 #[test]
 fn zero_volume_mesh_is_outside_everywhere() {
     // A flat square: no inside, so every distance is positive (the unsigned distance).
-    let mesh = TriangleMesh::new(
-        vec![
-            [0.0, 0.0, 0.0],
-            [1.0, 0.0, 0.0],
-            [1.0, 1.0, 0.0],
-            [0.0, 1.0, 0.0],
-        ],
-        vec![[0, 1, 2], [0, 2, 3]],
-    )
-    .unwrap();
+    let mesh = flat_square(0.0, 1.0);
     let d = signed_distance(
         &mesh,
         &[[0.5, 0.5, 0.25], [0.5, 0.5, -0.25], [2.0, 0.5, 0.0]],

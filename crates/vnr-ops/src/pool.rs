@@ -674,6 +674,16 @@ impl AvgPool {
         check_layout(self.name(), l, g.planes, from)?;
         Ok(with_spatial(l.dims(), to))
     }
+
+    /// This pass on the CPU: contiguous `[planes, from volume]` values to `[planes, to volume]`.
+    fn run<T: PoolElement>(&self, v: &[T]) -> Vec<T> {
+        let (g, inc) = (&self.geometry, self.count_include_pad);
+        if self.backward {
+            avg_pool_backward(g, v, inc)
+        } else {
+            avg_pool_forward(g, v, inc)
+        }
+    }
 }
 
 impl CustomOp1 for AvgPool {
@@ -686,25 +696,8 @@ impl CustomOp1 for AvgPool {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (g, inc) = (&self.geometry, self.count_include_pad);
         let shape = self.result_shape(l)?;
-        let out = if self.backward {
-            dispatch1(
-                self.name(),
-                s,
-                l,
-                |v| avg_pool_backward(g, v, inc),
-                |v| avg_pool_backward(g, v, inc),
-            )?
-        } else {
-            dispatch1(
-                self.name(),
-                s,
-                l,
-                |v| avg_pool_forward(g, v, inc),
-                |v| avg_pool_forward(g, v, inc),
-            )?
-        };
+        let out = dispatch1(self.name(), s, l, |v| self.run(v), |v| self.run(v))?;
         Ok((out, shape))
     }
 
