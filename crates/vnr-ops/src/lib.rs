@@ -1,6 +1,7 @@
 //! 3D ops for candle, each with a backward, a plain CPU reference beside the fast CPU path,
 //! and CUDA kernels behind the `cuda` feature.
 
+pub mod channelwise;
 pub mod conformance;
 pub mod conv;
 #[cfg(feature = "cuda")]

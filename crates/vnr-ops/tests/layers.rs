@@ -149,3 +149,147 @@ fn layer_norm_values_and_gradients() -> Result<()> {
     );
     Ok(())
 }
+
+/// `x` `[B, C, …]` in f32 whose elements, shifted by `shift` `[C]` (the bias, or zeros),
+/// are at least 0.125 away from 0, where the gradients are defined.
+fn away_from_kinks(shape: &[usize], seed: u64, shift: &Tensor) -> Result<Tensor> {
+    let x = tensor(shape, seed, -2.0, 2.0)?.to_dtype(DType::F32)?;
+    let mut s = vec![1; shape.len()];
+    s[1] = shape[1];
+    let v = x.broadcast_add(&shift.reshape(s)?)?;
+    &x + v.gt(0.0)?.to_dtype(DType::F32)?.affine(0.25, -0.125)?
+}
+
+/// Checks a fused per-channel op against its reference on `x` and on a strided copy of it
+/// (values exactly, gradients of `x` and of the parameter to 1e-5), and its gradients by
+/// finite differences in f64.
+fn check_channelwise(
+    fused: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    reference: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    x: &Tensor,
+    param: &Tensor,
+) -> Result<()> {
+    let r = tensor(x.dims(), 9, -1.0, 1.0)?.to_dtype(DType::F32)?;
+    let last = x.rank() - 1;
+    for input in [
+        x.clone(),
+        x.transpose(last - 1, last)?
+            .contiguous()?
+            .transpose(last - 1, last)?,
+    ] {
+        let xv = candle_core::Var::from_tensor(&input)?;
+        let pv = candle_core::Var::from_tensor(param)?;
+        let ours = fused(xv.as_tensor(), pv.as_tensor())?;
+        let want = reference(xv.as_tensor(), pv.as_tensor())?;
+        assert_eq!(
+            max_diff(&ours.to_dtype(DType::F64)?, &want.to_dtype(DType::F64)?)?,
+            0.0
+        );
+        let g_ours = (&ours * &r)?.sum_all()?.backward()?;
+        let g_want = (&want * &r)?.sum_all()?.backward()?;
+        for t in [xv.as_tensor(), pv.as_tensor()] {
+            let (a, b) = (g_ours.get(t).expect("grad"), g_want.get(t).expect("grad"));
+            let scale = b
+                .abs()?
+                .max_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            let diff = max_diff(&a.to_dtype(DType::F64)?, &b.to_dtype(DType::F64)?)?;
+            assert!(diff <= 1e-5 * scale.max(1.0), "gradient differs by {diff}");
+        }
+    }
+    check_gradients(
+        |v| fused(&v[0], &v[1]),
+        &[x.to_dtype(DType::F64)?, param.to_dtype(DType::F64)?],
+        &GradCheckConfig::default(),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn fused_bias_leaky_relu_agrees_with_its_reference_and_finite_differences() -> Result<()> {
+    use vnr_ops::channelwise::{bias_add, bias_leaky_relu, bias_leaky_relu_reference};
+    let bias = Tensor::new(&[0.3f32, -0.2, 0.05], &Device::Cpu)?;
+    let x = away_from_kinks(&[2, 3, 4, 5], 4, &bias)?;
+    for slope in [0.01, 0.0, -0.3, 1.0, 2.5] {
+        check_channelwise(
+            |x, b| bias_leaky_relu(x, b, slope),
+            |x, b| bias_leaky_relu_reference(x, b, slope),
+            &x,
+            &bias,
+        )?;
+    }
+    check_channelwise(
+        bias_add,
+        |x, b| bias_leaky_relu_reference(x, b, 1.0),
+        &x,
+        &bias,
+    )?;
+    // PyTorch's gradient at exactly 0 is the slope; a bias of the wrong size is an error.
+    let zero = candle_core::Var::zeros((1, 2), DType::F32, &Device::Cpu)?;
+    let no_bias = Tensor::zeros(2, DType::F32, &Device::Cpu)?;
+    let g = bias_leaky_relu(zero.as_tensor(), &no_bias, 0.01)?
+        .sum_all()?
+        .backward()?;
+    assert_eq!(
+        g.get(zero.as_tensor()).expect("grad").to_vec2::<f32>()?,
+        [[0.01; 2]]
+    );
+    assert!(bias_leaky_relu(zero.as_tensor(), &bias, 0.01).is_err());
+    assert!(bias_add(&bias, &bias).is_err());
+    Ok(())
+}
+
+#[test]
+fn fused_prelu_agrees_with_its_reference_and_finite_differences() -> Result<()> {
+    use vnr_ops::channelwise::{prelu as fused_prelu, prelu_reference};
+    let alpha = Tensor::new(&[0.25f32, -0.1, 1.5], &Device::Cpu)?;
+    let zeros = alpha.zeros_like()?;
+    // Planes of several sizes: [B, C] (one element each), 3D volumes, and planes longer than
+    // the kernel's 256-element summation blocks.
+    for shape in [&[5, 3][..], &[2, 3, 2, 3, 4], &[1, 3, 700]] {
+        let x = away_from_kinks(shape, 5, &zeros)?;
+        check_channelwise(fused_prelu, prelu_reference, &x, &alpha)?;
+    }
+    // At exactly 0 PyTorch's input gradient is α and α's gradient gets nothing.
+    let x = candle_core::Var::zeros((2, 3, 2), DType::F32, &Device::Cpu)?;
+    let a = candle_core::Var::from_tensor(&alpha)?;
+    let g = fused_prelu(x.as_tensor(), a.as_tensor())?
+        .sum_all()?
+        .backward()?;
+    let dx = g.get(x.as_tensor()).expect("grad");
+    assert_eq!(
+        max_diff(
+            &dx.to_dtype(DType::F64)?,
+            &alpha.broadcast_as((2, 2, 3))?.t()?.to_dtype(DType::F64)?
+        )?,
+        0.0
+    );
+    assert_eq!(
+        g.get(a.as_tensor()).expect("grad").to_vec1::<f32>()?,
+        [0.0; 3]
+    );
+    // Empty planes give empty outputs and zero gradients; wrong parameter sizes are errors.
+    let empty = candle_core::Var::zeros((2, 3, 0), DType::F32, &Device::Cpu)?;
+    let g = fused_prelu(empty.as_tensor(), a.as_tensor())?
+        .sum_all()?
+        .backward()?;
+    assert_eq!(
+        g.get(a.as_tensor()).expect("grad").to_vec1::<f32>()?,
+        [0.0; 3]
+    );
+    // Other dtypes (and mixed ones) run the reference composition.
+    let x3 = away_from_kinks(&[2, 3, 4], 6, &zeros)?;
+    let want = prelu_reference(&x3, &alpha)?;
+    let half = fused_prelu(&x3.to_dtype(DType::F16)?, &alpha.to_dtype(DType::F16)?)?;
+    assert!(max_diff(&half.to_dtype(DType::F64)?, &want.to_dtype(DType::F64)?)? < 1e-2);
+    let mixed = fused_prelu(&x3, &alpha.to_dtype(DType::F64)?)?;
+    assert_eq!(mixed.dtype(), DType::F32);
+    assert_eq!(
+        max_diff(&mixed.to_dtype(DType::F64)?, &want.to_dtype(DType::F64)?)?,
+        0.0
+    );
+    assert!(fused_prelu(x.as_tensor(), &alpha.narrow(0, 0, 2)?).is_err());
+    assert!(fused_prelu(&alpha, &alpha).is_err());
+    Ok(())
+}

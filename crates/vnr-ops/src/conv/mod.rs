@@ -353,7 +353,7 @@ fn run_conv(
         .apply_op2(&w.to_dtype(dtype)?, ConvOp { geometry, pass })?
         .to_dtype(x.dtype())?;
     match bias {
-        Some(b) => y.broadcast_add(&b.to_dtype(y.dtype())?.reshape((1, channels, 1, 1, 1))?),
+        Some(b) => crate::channelwise::bias_add(&y, &b.to_dtype(y.dtype())?),
         None => Ok(y),
     }
 }

@@ -1,5 +1,6 @@
-//! PReLU with a learnable slope (`torch.nn.PReLU`).
+//! PReLU with a learnable slope (`torch.nn.PReLU`), on the fused [`channelwise::prelu`].
 
+use crate::channelwise;
 use candle_core::{bail, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -30,24 +31,29 @@ impl PReLU {
 }
 
 impl Module for PReLU {
+    /// `xs` `[B, C, …]` (slopes along dim 1), `[C]` (along dim 0) or a scalar; one slope
+    /// applies to any shape. Runs the fused [`channelwise::prelu`].
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let n = self.weight.dim(0)?;
+        // Rank 0 and 1 inputs run as [1, C] (a scalar as [1, 1]).
+        let x = match xs.rank() {
+            0 => xs.reshape((1, 1))?,
+            1 => xs.unsqueeze(0)?,
+            _ => xs.clone(),
+        };
+        let channels = x.dim(1)?;
         let alpha = if n == 1 {
-            self.weight.reshape(())?
+            self.weight.broadcast_as(channels)?
+        } else if n == channels {
+            self.weight.clone()
         } else {
             let channel_dim = usize::from(xs.rank() >= 2);
-            if xs.rank() == 0 || xs.dim(channel_dim)? != n {
-                bail!(
-                    "prelu: {n} slopes but the input {:?} has no dim {channel_dim} of that size",
-                    xs.dims()
-                );
-            }
-            let mut shape = vec![1; xs.rank()];
-            shape[channel_dim] = n;
-            self.weight.reshape(shape)?
+            bail!(
+                "prelu: {n} slopes but the input {:?} has no dim {channel_dim} of that size",
+                xs.dims()
+            );
         };
-        let scaled = xs.broadcast_mul(&alpha.to_dtype(xs.dtype())?)?;
-        xs.gt(0.0)?.where_cond(xs, &scaled)
+        channelwise::prelu(&x, &alpha.to_dtype(x.dtype())?)?.reshape(xs.shape())
     }
 }
 
