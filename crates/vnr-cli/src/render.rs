@@ -56,15 +56,9 @@ pub struct RenderArgs {
     /// Light elevation in degrees.
     #[arg(long, default_value_t = 45.0, allow_hyphen_values = true)]
     pub light_elevation: f64,
-    /// Render a turntable (an animated GIF) instead of one image.
-    #[arg(long)]
-    pub rotate: bool,
-    /// Turntable frames.
-    #[arg(long, default_value_t = 36)]
-    pub frames: usize,
-    /// Hundredths of a second per turntable frame.
-    #[arg(long, default_value_t = 10)]
-    pub delay: u16,
+    /// `--rotate --frames --delay`.
+    #[command(flatten)]
+    pub turntable: TurntableArgs,
     /// Image width and height in pixels.
     #[arg(long, default_value_t = 256)]
     pub size: usize,
@@ -184,7 +178,7 @@ fn has_extension(path: &std::path::Path, ext: &str) -> bool {
 /// Checks the output path against what will be written, before any rendering.
 fn check_out(args: &RenderArgs) -> Result<()> {
     let out = &args.out;
-    let (wanted, what) = match (args.rotate, args.output) {
+    let (wanted, what) = match (args.turntable.rotate, args.output) {
         (true, OutputKind::Depth) => {
             bail!("depth maps cannot be written as GIF frames; render --output depth without --rotate")
         }
@@ -195,7 +189,7 @@ fn check_out(args: &RenderArgs) -> Result<()> {
     if !has_extension(out, wanted) {
         bail!("{}: {what} is written as .{wanted}", out.display());
     }
-    if args.size == 0 || (args.rotate && args.frames == 0) {
+    if args.size == 0 || (args.turntable.rotate && args.turntable.frames == 0) {
         bail!("--size and --frames must be at least 1");
     }
     Ok(())
@@ -294,22 +288,51 @@ fn image(args: &RenderArgs, frame: Frame) -> Result<ImageF32> {
     Ok(image)
 }
 
+/// `--rotate [--frames N] [--delay D]`: a turntable GIF instead of one image (`vnr render` and
+/// `vnr render-field`).
+#[derive(Debug, Args)]
+pub struct TurntableArgs {
+    /// Render a turntable (an animated GIF) instead of one image.
+    #[arg(long)]
+    pub rotate: bool,
+    /// Turntable frames.
+    #[arg(long, default_value_t = 36)]
+    pub frames: usize,
+    /// Hundredths of a second per turntable frame.
+    #[arg(long, default_value_t = 10)]
+    pub delay: u16,
+}
+
+impl TurntableArgs {
+    /// Renders `frames` frames at azimuth `azimuth + i · 360 / frames` degrees and writes them to
+    /// `out` as a looping GIF.
+    pub fn write_gif(
+        &self,
+        out: &std::path::Path,
+        azimuth: f64,
+        mut frame: impl FnMut(f64) -> Result<ImageF32>,
+    ) -> Result<()> {
+        let step = 360.0 / self.frames as f64;
+        let frames = (0..self.frames)
+            .map(|i| frame(azimuth + i as f64 * step))
+            .collect::<Result<Vec<_>>>()?;
+        write_gif(out, &frames, self.delay, GifRepeat::Infinite)
+            .with_context(|| format!("writing {}", out.display()))
+    }
+}
+
 /// Runs `vnr render`.
 pub fn run(args: &RenderArgs) -> Result<()> {
     check_out(args)?;
     let scene = scene(args)?;
     let wanted = outputs(args.output);
-    if args.rotate {
-        let step = 360.0 / args.frames as f64;
-        let frames = (0..args.frames)
-            .map(|i| {
-                let camera = camera(args, &scene, args.azimuth + i as f64 * step)?;
+    if args.turntable.rotate {
+        return args
+            .turntable
+            .write_gif(&args.out, args.azimuth, |azimuth| {
+                let camera = camera(args, &scene, azimuth)?;
                 image(args, render(&scene, &camera, wanted)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        write_gif(&args.out, &frames, args.delay, GifRepeat::Infinite)
-            .with_context(|| format!("writing {}", args.out.display()))?;
-        return Ok(());
+            });
     }
     let camera = camera(args, &scene, args.azimuth)?;
     let frame = render(&scene, &camera, wanted)?;

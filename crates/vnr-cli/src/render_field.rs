@@ -11,10 +11,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
-use vnr_formats::image::{write_gif, GifRepeat, ImageF32};
+use vnr_formats::image::ImageF32;
 use vnr_render::multiview::{orbit_camera_to_world, Intrinsics, MultiViewDataset, Split};
 use vnr_render::plenoxels::optimize::render_view;
 use vnr_render::plenoxels::{PlenoxelGrid, RenderOptions};
+
+use crate::render::TurntableArgs;
 
 /// Arguments of `vnr render-field`.
 #[derive(Debug, clap::Args)]
@@ -24,15 +26,9 @@ pub struct RenderFieldArgs {
     /// Output file: .png, or .gif with --rotate.
     #[arg(long)]
     pub out: PathBuf,
-    /// Render a turntable (an animated GIF) instead of one image.
-    #[arg(long)]
-    pub rotate: bool,
-    /// Turntable frames.
-    #[arg(long, default_value_t = 36)]
-    pub frames: usize,
-    /// Hundredths of a second per turntable frame.
-    #[arg(long, default_value_t = 10)]
-    pub delay: u16,
+    /// `--rotate --frames --delay`.
+    #[command(flatten)]
+    pub turntable: TurntableArgs,
     /// Camera azimuth in degrees (around +Y, 0 looks from +Z).
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     pub azimuth: f64,
@@ -69,9 +65,9 @@ pub fn run(args: &RenderFieldArgs) -> Result<()> {
         args.size
     );
     anyhow::ensure!(
-        !args.rotate || (1..=3600).contains(&args.frames),
+        !args.turntable.rotate || (1..=3600).contains(&args.turntable.frames),
         "--frames {} must be in 1..=3600",
-        args.frames
+        args.turntable.frames
     );
     let grid = PlenoxelGrid::read(&args.checkpoint)
         .with_context(|| format!("reading {}", args.checkpoint.display()))?;
@@ -94,14 +90,11 @@ pub fn run(args: &RenderFieldArgs) -> Result<()> {
         let rgb = render_view(&grid, &cameras, 0, &opts)?.clamp(0f32, 1f32)?;
         Ok(ImageF32::new(size, size, 3, rgb.flatten_all()?.to_vec1()?)?)
     };
-    if args.rotate {
-        let step = 360.0 / args.frames as f64;
-        let frames = (0..args.frames)
-            .map(|i| frame(args.azimuth + i as f64 * step))
-            .collect::<Result<Vec<_>>>()?;
-        write_gif(&args.out, &frames, args.delay, GifRepeat::Infinite)
+    if args.turntable.rotate {
+        args.turntable.write_gif(&args.out, args.azimuth, frame)
     } else {
-        frame(args.azimuth)?.write_png(&args.out)
+        frame(args.azimuth)?
+            .write_png(&args.out)
+            .with_context(|| format!("writing {}", args.out.display()))
     }
-    .with_context(|| format!("writing {}", args.out.display()))
 }
