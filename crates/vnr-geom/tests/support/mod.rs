@@ -2,26 +2,19 @@
 
 use vnr_formats::mesh::TriangleMesh;
 use vnr_geom::sdf::Sdf;
+use vnr_geom::signed_distance::procedural::cuboid;
 use vnr_geom::vec3::Vec3;
 
-/// The box `[lo, hi]` as 12 outward-facing triangles.
+/// The box `[lo, hi]` as 12 outward-facing triangles: the library's cuboid with each corner
+/// moved to `lo` or `hi` exactly (no centre ± half rounding).
 pub fn box_mesh(lo: [f32; 3], hi: [f32; 3]) -> TriangleMesh {
-    let positions = (0..8)
-        .map(|c| std::array::from_fn(|k| if (c >> k) & 1 == 1 { hi[k] } else { lo[k] }))
-        .collect();
-    let quads = [
-        [0, 2, 6, 4],
-        [1, 5, 7, 3],
-        [0, 4, 5, 1],
-        [2, 3, 7, 6],
-        [0, 1, 3, 2],
-        [4, 6, 7, 5],
-    ];
-    let triangles = quads
+    let unit = cuboid([1.0; 3]);
+    let positions = unit
+        .positions
         .iter()
-        .flat_map(|q| [[q[0], q[2], q[1]], [q[0], q[3], q[2]]])
+        .map(|p| std::array::from_fn(|k| if p[k] > 0.0 { hi[k] } else { lo[k] }))
         .collect();
-    TriangleMesh::new(positions, triangles).unwrap()
+    TriangleMesh::new(positions, unit.triangles).unwrap()
 }
 
 /// The flat square `[lo, hi]²` at z = 0 as two triangles facing +z (a mesh with no inside).
