@@ -108,6 +108,8 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn main() -> Result<(), Error> {
+    // Process-wide threading and allocator settings for training; before anything else.
+    vnr::train::configure_process_for_training();
     let s = settings()?;
     let out = &s.out;
     if out.exists() {

@@ -20,6 +20,8 @@ use vnr::models::nerf_train::{fit, NerfRays, NerfTrainConfig, RaySettings};
 use vnr::render::scenes::{generate_multiview, MultiViewGenConfig};
 
 fn main() -> Result<(), Box<dyn Error>> {
+    // Process-wide threading and allocator settings for training; before anything else.
+    vnr::train::configure_process_for_training();
     let mut args = std::env::args().skip(1);
     let iterations: u64 = args.next().map_or(Ok(400), |a| a.parse())?;
     let res: usize = args.next().map_or(Ok(32), |a| a.parse())?;

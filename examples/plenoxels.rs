@@ -15,6 +15,8 @@ use vnr::render::plenoxels::{OptimizeConfig, PlenoxelOptimizer};
 use vnr::render::scenes::{generate_multiview, MultiViewGenConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Process-wide threading and allocator settings for training; before anything else.
+    vnr::train::configure_process_for_training();
     let start = Instant::now();
     let views = generate_multiview(&MultiViewGenConfig::default())?;
     let (train, test) = (&views.train.dataset, &views.test.dataset);

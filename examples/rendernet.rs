@@ -21,6 +21,8 @@ use vnr::models::rendernet_train::{side_by_side, Experiment};
 mod support;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Process-wide threading and allocator settings for training; before anything else.
+    vnr::train::configure_process_for_training();
     let defaults = Experiment::default();
     let experiment = Experiment {
         steps: parsed("--steps", defaults.steps)?,

@@ -11,6 +11,13 @@ vnr: `target/release/vnr train deepsdf` on a generated experiment (random sphere
 --steps epochs of one step each; the per-step time is the median difference of the `seconds`
 field of consecutive `log.jsonl` records (so start-up and loading are not counted).
 
+Both sides also report CPU seconds per step (all threads): PyTorch's per-step process time
+(median), vnr's whole-process CPU time divided by its steps (start-up and loading included, so
+an upper bound). On a shared machine the wall times are noisy; the CPU times much less so.
+`vnr` is expected to make the allocator choice of `vnr_train::allocator::keep_freed_memory`
+in its `main`; `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` in the environment do the
+same for a binary that does not.
+
 Usage: /work/pyvenv/bin/python tools/bench/deepsdf_step_peer.py [--steps N] [--threads N]
        [--vnr PATH]   (build first: cargo build --release -p vnr-cli)
 """
@@ -18,6 +25,7 @@ Usage: /work/pyvenv/bin/python tools/bench/deepsdf_step_peer.py [--steps N] [--t
 import argparse
 import json
 import pathlib
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -98,9 +106,9 @@ def torch_steps(steps):
     xyz = torch.rand(SAMPLES, 3) * 2 - 1
     sdf = xyz.norm(dim=1, keepdim=True) - 0.5
     idx = torch.zeros(SAMPLES, dtype=torch.long)
-    times = []
+    times, cpu = [], []
     for step in range(steps + 2):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         opt.zero_grad()
         z = codes(idx)
         pred = decoder(torch.cat([z, xyz], 1)).clamp(-0.1, 0.1)
@@ -110,7 +118,8 @@ def torch_steps(steps):
         opt.step()
         if step >= 2:
             times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            cpu.append(time.process_time() - start_cpu)
+    return statistics.median(times), statistics.median(cpu)
 
 
 def vnr_steps(vnr, steps):
@@ -124,15 +133,19 @@ def vnr_steps(vnr, steps):
         np.savez(tmp / "data" / "SdfSamples" / "sphere.npz", pos=rows[d > 0], neg=rows[d <= 0])
         (tmp / "split.json").write_text(json.dumps({"bench": {"spheres": ["sphere"]}}))
         (tmp / "specs.json").write_text(json.dumps(dict(SPECS, NumEpochs=steps + 2)))
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(
             [str(vnr), "train", "deepsdf", "specs.json", "--out", "run", "--quiet"],
             cwd=tmp,
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         records = [json.loads(line) for line in (tmp / "run" / "log.jsonl").read_text().splitlines()]
         seconds = [r["seconds"] for r in records if r.get("phase", "train") == "train"]
-        return statistics.median(b - a for a, b in zip(seconds[1:], seconds[2:]))
+        wall = statistics.median(b - a for a, b in zip(seconds[1:], seconds[2:]))
+        return wall, cpu / (steps + 2)
 
 
 def main():
@@ -142,10 +155,16 @@ def main():
     parser.add_argument("--vnr", default=str(ROOT / "target" / "release" / "vnr"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    t = torch_steps(args.steps)
-    print(f"pytorch {torch.__version__} ({args.threads} threads): {t * 1e3:8.1f} ms/step")
-    v = vnr_steps(args.vnr, args.steps)
-    print(f"vnr train deepsdf:                  {v * 1e3:8.1f} ms/step  ({t / v:.2f}x pytorch's speed)")
+    t, t_cpu = torch_steps(args.steps)
+    print(
+        f"pytorch {torch.__version__} ({args.threads} threads): {t * 1e3:8.1f} ms/step,"
+        f" {t_cpu:6.2f} CPU s/step"
+    )
+    v, v_cpu = vnr_steps(args.vnr, args.steps)
+    print(
+        f"vnr train deepsdf:                  {v * 1e3:8.1f} ms/step, {v_cpu:6.2f} CPU s/step"
+        f" (at most)  ({t / v:.2f}x pytorch's speed)"
+    )
 
 
 if __name__ == "__main__":

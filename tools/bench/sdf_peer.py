@@ -11,8 +11,15 @@ normalised to the unit sphere; 94 % area-weighted surface points perturbed with 
 or 0.0005, 6 % uniform in [-1, 1]^3): the distribution of vnr's `deepsdf_points_*` cases (the
 same distribution, not the same random numbers).
 
+`--vnr` also runs vnr's bench right after libigl (`VNR_SDF_BENCH_ONCE`, release build through
+cargo, fixtures from `VNR_FIXTURES` or `shared/fixtures`) and prints vnr ÷ libigl for the box
+points (vnr's `bunny_winding`: 100,000 points) and, with `--deepsdf-points`, the DeepSDF points
+(vnr's `deepsdf_points_signed`: 500,000 points), wall and per CPU-second. Rates are per point,
+so the libigl point counts need not equal vnr's; use `--points 100000 --deepsdf-points 500000`
+for like-for-like batches.
+
 Usage: /work/pyvenv/bin/python tools/bench/sdf_peer.py [--points N] [--trimesh-points N]
-       [--deepsdf-points N] [--repeat N] [--mesh PATH]
+       [--deepsdf-points N] [--repeat N] [--mesh PATH] [--vnr]
 Needs `pip install libigl trimesh rtree` in the venv. libigl runs on its own thread pool (all
 cores); trimesh is single-threaded numpy. On a shared machine compare the points per CPU-second
 (process user + system time), which do not depend on the other load; the load average is
@@ -22,7 +29,9 @@ printed for the record.
 import argparse
 import os
 import pathlib
+import re
 import statistics
+import subprocess
 import time
 
 import igl
@@ -74,7 +83,30 @@ def timed(name, n, run, repeat):
     print(f"{name:40s} {n:8d} points  median {statistics.median(times) * 1e3:9.1f} ms"
           f"  best {best * 1e3:9.1f} ms  {n / best / 1e3:9.1f} k points/s"
           f"  {n / min(cpus) / 1e3:9.1f} k points/cpu-s")
-    return out
+    return out, (n / best, n / min(cpus))
+
+
+def vnr_rates(case):
+    """Best (points/s, points/cpu-s) of vnr's bench case `case` over its three runs."""
+    repo = HERE.parents[1]
+    env = dict(os.environ)
+    env.setdefault("VNR_FIXTURES", str(repo.parent / "shared" / "fixtures"))
+    env["VNR_SDF_BENCH_ONCE"] = case
+    out = subprocess.run(
+        ["cargo", "bench", "-q", "-p", "vnr-geom", "--bench", "signed_distance"],
+        cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+    rows = re.findall(rf"^{case}\s+\d+ points.*?\(\s*(\d+) points/s\).*?\(\s*(\d+) points/cpu-s\)",
+                      out, re.M)
+    if not rows:
+        raise RuntimeError(f"no {case} figures in vnr's bench output:\n{out}")
+    print(out.strip())
+    return max(float(w) for w, _ in rows), max(float(c) for _, c in rows)
+
+
+def ratio(what, vnr, igl):
+    print(f"vnr / libigl, {what:15s}: wall {vnr[0] / igl[0]:5.2f}x"
+          f" ({vnr[0] / 1e3:7.1f}k vs {igl[0] / 1e3:7.1f}k points/s),"
+          f" per CPU-s {vnr[1] / igl[1]:5.2f}x ({vnr[1] / 1e3:7.1f}k vs {igl[1] / 1e3:7.1f}k)")
 
 
 def main():
@@ -84,6 +116,8 @@ def main():
     parser.add_argument("--trimesh-points", type=int, default=1_000)
     parser.add_argument("--deepsdf-points", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--vnr", action="store_true",
+                        help="also run vnr's bench and print the speed ratios")
     args = parser.parse_args()
     print("load average (1, 5, 15 min): %.2f %.2f %.2f" % os.getloadavg())
 
@@ -92,18 +126,24 @@ def main():
     points = bench_points(v, f, args.points).astype(np.float64)
 
     fwn = igl.SIGNED_DISTANCE_TYPE_FAST_WINDING_NUMBER
-    s_igl = timed("libigl signed_distance (FWN)", len(points),
-                  lambda: igl.signed_distance(points, v, f, sign_type=fwn)[0], args.repeat)
+    s_igl, igl_box = timed("libigl signed_distance (FWN)", len(points),
+                           lambda: igl.signed_distance(points, v, f, sign_type=fwn)[0],
+                           args.repeat)
+    if args.vnr:
+        ratio("box points", vnr_rates("bunny_winding"), igl_box)
 
     if args.deepsdf_points > 0:
         v_unit, near = deepsdf_points(v, f, args.deepsdf_points)
-        timed("libigl signed_distance (FWN), deepsdf", len(near),
-              lambda: igl.signed_distance(near, v_unit, f, sign_type=fwn)[0], args.repeat)
+        _, igl_near = timed("libigl signed_distance (FWN), deepsdf", len(near),
+                            lambda: igl.signed_distance(near, v_unit, f, sign_type=fwn)[0],
+                            args.repeat)
+        if args.vnr:
+            ratio("DeepSDF points", vnr_rates("deepsdf_points_signed"), igl_near)
 
     mesh = trimesh.Trimesh(v, f, process=False)
     few = points[: args.trimesh_points]
-    s_tri = timed("trimesh proximity.signed_distance", len(few),
-                  lambda: trimesh.proximity.signed_distance(mesh, few), 1)
+    s_tri, _ = timed("trimesh proximity.signed_distance", len(few),
+                     lambda: trimesh.proximity.signed_distance(mesh, few), 1)
     # trimesh is positive inside, libigl (and vnr) positive outside.
     agree = np.mean(np.sign(-s_tri) == np.sign(s_igl[: len(few)]))
     print(f"sign agreement libigl vs trimesh on {len(few)} points: {agree * 100:.2f} %")

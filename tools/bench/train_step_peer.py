@@ -15,9 +15,9 @@ cropping for RenderNet, the row-major bottleneck reshape for ConvDeconv. PyTorch
 step (median of --steps after 2 warm-up steps, --threads threads), before and after our benches,
 and the faster of the two is the reference; ours is the criterion median
 of `cargo bench -p vnr-models --bench train_step` (run by this script unless --no-run), once
-with candle's default threading and once with CANDLE_NUM_THREADS=1 (candle 0.11's element-wise
-ops then run on the calling thread instead of its spinning barrier pool, which fights rayon's
-pool, where the vnr-ops kernels run, for the 2 cores).
+as vnr runs (candle 0.11's element-wise ops on the calling thread, `vnr_ops::threads::single_pool`)
+and once with candle's own barrier pool at one thread per core (CANDLE_NUM_THREADS=nproc, candle's
+default), whose spinning workers fight rayon's pool, where the vnr-ops kernels run, for the cores.
 
 Usage: /work/pyvenv/bin/python tools/bench/train_step_peer.py [FILTER] [--steps N] [--threads N]
        [--no-run]
@@ -227,7 +227,11 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = [n for n in TIMED if args.filter in n]
-    settings = [("default", "train_step", None), ("CANDLE_NUM_THREADS=1", "train_step_candle_threads_1", "1")]
+    cores = str(os.cpu_count())
+    settings = [
+        ("vnr default", "train_step", None),
+        (f"CANDLE_NUM_THREADS={cores}", f"train_step_candle_threads_{cores}", cores),
+    ]
     # PyTorch is timed before and after our benches and the faster of the two counts, so that a
     # load change on a shared machine does not flatter us.
     before = {name: torch_ms(name, args.steps) for name in names}

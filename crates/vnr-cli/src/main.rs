@@ -13,6 +13,7 @@ mod dataset;
 mod dataset_voxels;
 mod demo;
 mod dense;
+mod device;
 mod eval;
 mod info;
 mod mesh;
@@ -86,6 +87,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread or candle op (it sets process-wide threading and allocator options).
+    vnr_train::configure_process_for_training();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -31,6 +31,8 @@ pub struct MeshArgs {
     pub index: Option<usize>,
     #[command(flatten)]
     pub output: MeshOutput,
+    #[command(flatten)]
+    pub device: crate::device::DeviceOpt,
 }
 
 /// Grid and output options shared by `vnr mesh` and `vnr sdf reconstruct`.
@@ -52,8 +54,12 @@ pub struct MeshOutput {
 }
 
 /// Loads the decoder of `decoder` (file, checkpoint or run) described by `specs` or the nearest
-/// `specs.json` above it.
-pub fn load_decoder(decoder: &Path, specs: Option<&Path>) -> Result<TrainedDecoder> {
+/// `specs.json` above it, onto `device`.
+pub fn load_decoder(
+    decoder: &Path,
+    specs: Option<&Path>,
+    device: &Device,
+) -> Result<TrainedDecoder> {
     let tensors = checkpoint_tensors(decoder)?;
     let specs = match specs {
         Some(s) => s.to_owned(),
@@ -61,7 +67,7 @@ pub fn load_decoder(decoder: &Path, specs: Option<&Path>) -> Result<TrainedDecod
             .with_context(|| format!("no specs.json above {}: pass --specs", tensors.display()))?,
     };
     let cfg = DeepSdfConfig::from_specs_file(&specs)?;
-    Ok(TrainedDecoder::load(cfg, &tensors, &Device::Cpu)?)
+    Ok(TrainedDecoder::load(cfg, &tensors, device)?)
 }
 
 /// Meshes `latent` `[latent]` with `trained` and writes it as `output` asks.
@@ -107,7 +113,7 @@ pub fn write_latent(latent: &Tensor, path: &Path) -> Result<()> {
     vnr_formats::npz::write_npy(path, &array).with_context(|| format!("writing {}", path.display()))
 }
 
-fn read_latent(path: &Path) -> Result<Tensor> {
+fn read_latent(path: &Path, device: &Device) -> Result<Tensor> {
     let array = read_npy(path).with_context(|| format!("reading {}", path.display()))?;
     let values: Vec<f32> = match array.data() {
         NpyData::F32(v) => v.clone(),
@@ -123,18 +129,16 @@ fn read_latent(path: &Path) -> Result<Tensor> {
             path.display()
         );
     }
-    Ok(Tensor::from_vec(
-        values.clone(),
-        values.len(),
-        &Device::Cpu,
-    )?)
+    let len = values.len();
+    Ok(Tensor::from_vec(values, len, device)?)
 }
 
 /// Runs `vnr mesh`.
 pub fn run(args: &MeshArgs) -> Result<()> {
-    let trained = load_decoder(&args.decoder, args.specs.as_deref())?;
+    let device = args.device.open()?;
+    let trained = load_decoder(&args.decoder, args.specs.as_deref(), &device)?;
     let latent = match (&args.latent, args.index) {
-        (Some(path), _) => read_latent(path)?,
+        (Some(path), _) => read_latent(path, &device)?,
         (None, Some(index)) => trained.code(index)?,
         (None, None) => bail!("give --latent or --index"),
     };

@@ -13,9 +13,10 @@ use vnr_models::rendernet::{RenderNet, RenderNetConfig};
 use vnr_models::{shape_only_var_builder, Summary};
 
 /// The models `summary` knows, with what each name selects.
-const MODEL_NAMES: &str = "convdeconv (v001, 256³), convdeconv-v002, convdeconv-small32, convdeconv-small64, \
-convdeconv-small32-v002, convdeconv-small64-v002, rendernet (greyscale), rendernet-rgb, rendernet-small, \
-deepsdf, deepsdf-narrow16, deepsdf-narrow32";
+const MODEL_NAMES: &str = "convdeconv (v001, 256³), convdeconv-v002, convdeconv-small32, \
+convdeconv-small32-wide, convdeconv-small64, convdeconv-small32-v002, convdeconv-small32-wide-v002, \
+convdeconv-small64-v002, rendernet (greyscale), rendernet-rgb, rendernet-small, deepsdf, \
+deepsdf-narrow16, deepsdf-narrow32";
 
 /// `vnr model ...`: describe the neural models.
 #[derive(Debug, Args)]
@@ -35,7 +36,8 @@ pub enum ModelCommand {
 /// Arguments of `vnr model summary`.
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
-    /// Model: convdeconv, convdeconv-v002, convdeconv-small32, convdeconv-small64 (add -v002),
+    /// Model: convdeconv, convdeconv-v002, convdeconv-small32, convdeconv-small32-wide,
+    /// convdeconv-small64 (add -v002 to the small ones),
     /// rendernet, rendernet-rgb, rendernet-small, deepsdf, deepsdf-narrow16, deepsdf-narrow32.
     pub name: String,
     /// Config file replacing the preset: JSON or TOML (`.toml`) of the model's config struct;

@@ -57,6 +57,8 @@ pub struct ReconstructArgs {
     pub latent_out: Option<PathBuf>,
     #[command(flatten)]
     pub output: crate::mesh::MeshOutput,
+    #[command(flatten)]
+    pub device: crate::device::DeviceOpt,
 }
 
 /// Arguments of `vnr sdf sample`.
@@ -121,7 +123,8 @@ pub fn run(args: &SdfArgs) -> Result<()> {
 }
 
 fn run_reconstruct(args: &ReconstructArgs) -> Result<()> {
-    let trained = crate::mesh::load_decoder(&args.decoder, args.specs.as_deref())?;
+    let device = args.device.open()?;
+    let trained = crate::mesh::load_decoder(&args.decoder, args.specs.as_deref(), &device)?;
     let scene = SceneSamples::read(&args.samples)?;
     let options = ReconstructOptions {
         iterations: args.iterations,

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use vnr_formats::atomic::write_atomically;
 use vnr_models::deepsdf_training::{AutoDecoder, DeepSdfExperiment, SPECS_FILE};
 use vnr_train::Trainer;
@@ -35,10 +34,13 @@ pub struct TrainDeepSdfArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub device: crate::device::DeviceOpt,
 }
 
 /// Runs `vnr train deepsdf`.
 pub fn run(args: &TrainDeepSdfArgs) -> Result<()> {
+    let device = args.device.open()?;
     let experiment = DeepSdfExperiment::load(&args.specs)
         .with_context(|| format!("reading the experiment {}", args.specs.display()))?;
     let out = match &args.out {
@@ -82,7 +84,6 @@ pub fn run(args: &TrainDeepSdfArgs) -> Result<()> {
     }
     train.seed = args.seed;
     train.progress = !args.quiet;
-    let device = Device::Cpu;
     let data = experiment
         .dataset(args.seed, &device)
         .context("loading the training samples")?;

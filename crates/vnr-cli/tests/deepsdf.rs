@@ -143,6 +143,8 @@ fn deepsdf_workflow_end_to_end() {
             "20",
             "--out",
             "z.obj",
+            "--device",
+            "cpu",
         ],
         root,
     );

@@ -6,6 +6,7 @@ mod dataset;
 mod dataset_voxels;
 mod deepsdf;
 mod demo;
+mod device;
 mod geometry;
 mod model_summary;
 mod nerf;

@@ -39,6 +39,7 @@ fn every_preset_summarises() {
     for (name, output) in [
         ("convdeconv-v002", vec![1, 1, 256, 256]),
         ("convdeconv-small32", vec![1, 1, 32, 32]),
+        ("convdeconv-small32-wide-v002", vec![1, 1, 32, 32]),
         ("convdeconv-small64-v002", vec![1, 1, 256, 256]),
         ("rendernet", vec![1, 1, 512, 512]),
         ("rendernet-rgb", vec![1, 3, 512, 512]),

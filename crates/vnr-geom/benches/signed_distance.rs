@@ -7,6 +7,8 @@
 //! deterministic sequence ([`bench_points`]). The `deepsdf_points` cases query DeepSDF's 500,000
 //! sample positions of the bunny (mostly near the surface, the costly case), distance and
 //! winding number apart; `sdf_peer.py --deepsdf-points N` times libigl on the same distribution.
+//! `sdf_peer.py --points 100000 --deepsdf-points 500000 --vnr` runs libigl and then this bench's
+//! `bunny_winding` and `deepsdf_points_signed` cases (see [`once`]) and prints the ratios.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -17,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use vnr_formats::mesh::TriangleMesh;
 use vnr_geom::deepsdf_samples::{sample_sdf, SamplingOptions};
 use vnr_geom::normalize::Normalization;
-use vnr_geom::signed_distance::procedural::torus;
+use vnr_geom::procedural::torus_mesh;
 use vnr_geom::signed_distance::{MeshSdf, SdfOptions};
 use vnr_geom::winding::FastWindingNumber;
 
@@ -104,7 +106,7 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    let big = torus(1.0, 0.3, 1000, 500);
+    let big = torus_mesh(1.0, 0.3, 1000, 500);
     group.bench_function("torus_1m_triangles_deepsdf_500k", |b| {
         b.iter(|| {
             let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -128,13 +130,19 @@ fn cpu_seconds() -> Option<f64> {
 
 /// `VNR_SDF_BENCH_ONCE=1 cargo bench -p vnr-geom --bench signed_distance`: each bunny case a
 /// few times with wall and CPU time, and the peak resident memory, instead of criterion.
-fn once() {
+/// `VNR_SDF_BENCH_ONCE=NAME` runs only the cases whose names contain `NAME` (e.g. `bunny_`
+/// for the box points, `deepsdf_points` for the near-surface ones).
+fn once(filter: &str) {
     let Some(mesh) = bunny() else {
         return;
     };
+    let wanted = |name: &str| filter == "1" || name.contains(filter);
     let sdf = MeshSdf::new(&mesh, &SdfOptions::default()).expect("the bunny builds");
     let points = bench_points(&mesh, POINTS);
     let report = |name: &str, n: usize, run: &mut dyn FnMut()| {
+        if !wanted(name) {
+            return;
+        }
         for _ in 0..3 {
             let (wall, cpu) = (std::time::Instant::now(), cpu_seconds());
             run();
@@ -150,11 +158,33 @@ fn once() {
     report("bunny_winding", POINTS, &mut || {
         black_box(sdf.signed_distances(&points));
     });
+    report("bunny_distance_only", POINTS, &mut || {
+        black_box(sdf.bvh().closest_points(&points, f32::INFINITY));
+    });
+    let winding = FastWindingNumber::new(&mesh, 2.0).expect("the bunny builds");
+    report("bunny_winding_number_only", POINTS, &mut || {
+        black_box(winding.winding_numbers(&points));
+    });
     let normalized = Normalization::deepsdf(&mesh)
         .expect("the bunny normalises")
         .apply_to_mesh(&mesh);
-    let near = deepsdf_points(&mesh);
+    // Drawing the near-surface points takes a second: only when their cases run.
+    let near = if [
+        "deepsdf_points_signed",
+        "deepsdf_points_distance",
+        "deepsdf_points_winding",
+    ]
+    .iter()
+    .any(|name| wanted(name))
+    {
+        deepsdf_points(&mesh)
+    } else {
+        Vec::new()
+    };
     let near_sdf = MeshSdf::new(&normalized, &SdfOptions::default()).expect("the bunny builds");
+    report("deepsdf_points_signed", near.len(), &mut || {
+        black_box(near_sdf.signed_distances(&near));
+    });
     report("deepsdf_points_distance", near.len(), &mut || {
         black_box(near_sdf.bvh().closest_points(&near, f32::INFINITY));
     });
@@ -168,10 +198,13 @@ fn once() {
     });
     drop((sdf, near_sdf, winding, near, normalized));
     print_peak_memory("the bunny cases");
+    if !wanted("torus_1m_triangles_deepsdf") {
+        return;
+    }
     // Start the peak over (Linux: writing 5 to clear_refs resets VmHWM), so the torus's own
     // peak shows.
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let big = torus(1.0, 0.3, 1000, 500);
+    let big = torus_mesh(1.0, 0.3, 1000, 500);
     report("torus_1m_triangles_deepsdf", 500_000, &mut || {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         black_box(sample_sdf(&big, &SamplingOptions::default(), &mut rng).expect("samples"));
@@ -194,8 +227,8 @@ fn print_peak_memory(what: &str) {
 criterion_group!(benches, bench);
 
 fn main() {
-    if std::env::var_os("VNR_SDF_BENCH_ONCE").is_some() {
-        once();
+    if let Some(filter) = std::env::var_os("VNR_SDF_BENCH_ONCE") {
+        once(&filter.to_string_lossy());
     } else {
         benches();
         Criterion::default().configure_from_args().final_summary();

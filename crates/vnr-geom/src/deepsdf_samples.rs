@@ -41,6 +41,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 use vnr_formats::mesh::{MeshError, MeshFormat, TriangleMesh};
+
+use crate::vec3::Vec3;
 use vnr_formats::npz::{write_npz, NpyArray, NpyData, NpzError, NpzReader};
 use vnr_formats::vdb::{write_vdb, DenseSamples, Grid, Transform, VdbError, WriteOptions};
 
@@ -354,10 +356,9 @@ impl<'a> SurfaceSampler<'a> {
             .iter()
             .map(|t| {
                 let [a, b, c] = corners(mesh, t);
-                let e1: [f64; 3] = std::array::from_fn(|k| f64::from(b[k] - a[k]));
-                let e2: [f64; 3] = std::array::from_fn(|k| f64::from(c[k] - a[k]));
-                let n = crate::bvh::cross(e1, e2);
-                let area = 0.5 * crate::bvh::dot(n, n).sqrt();
+                let e1 = Vec3::from_f32(std::array::from_fn(|k| b[k] - a[k]));
+                let e2 = Vec3::from_f32(std::array::from_fn(|k| c[k] - a[k]));
+                let area = 0.5 * e1.cross(e2).length();
                 total += if area.is_finite() { area } else { 0.0 };
                 total
             })

@@ -32,7 +32,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crate::bvh::{cross, dot, sub};
+use crate::vec3::Vec3;
 use rayon::prelude::*;
 use vnr_formats::mesh::{MeshError, TriangleMesh};
 use vnr_formats::vdb::{Grid, Leaf};
@@ -213,9 +213,13 @@ fn case_segments(case: usize) -> Vec<(u8, u8)> {
             };
             let mut normal = [0.0; 3];
             normal[axis] = if side == 1 { 1.0 } else { -1.0 };
+            let normal = Vec3::from_array(normal);
             for (a, b) in pairs {
-                let (pa, pb) = (edge_midpoint(a), edge_midpoint(b));
-                let left = cross(normal, sub(pb, pa));
+                let (pa, pb) = (
+                    Vec3::from_array(edge_midpoint(a)),
+                    Vec3::from_array(edge_midpoint(b)),
+                );
+                let left = normal.cross(pb - pa);
                 // Edge `a` crosses the segment at its start, so its end points lie on opposite
                 // sides; `left` = normal × direction must point away from its inside end.
                 let (start, edge_axis) = edge_start(a);
@@ -224,8 +228,8 @@ fn case_segments(case: usize) -> Vec<(u8, u8)> {
                 } else {
                     start | 1 << edge_axis
                 };
-                let to_inside = sub(corner_offset(inside_end).map(|x| x as f64), pa);
-                let forward = dot(left, to_inside) < 0.0;
+                let to_inside = Vec3::from_array(corner_offset(inside_end).map(|x| x as f64)) - pa;
+                let forward = left.dot(to_inside) < 0.0;
                 let (from, to) = if forward { (a, b) } else { (b, a) };
                 segments.push((from as u8, to as u8));
             }
@@ -764,9 +768,9 @@ mod tests {
         // Corner 0 inside: the triangle's normal must point towards (+, +, +).
         let tris = case_table().case(1);
         assert_eq!(tris.len(), 1);
-        let p = tris[0].map(|e| edge_midpoint(usize::from(e)));
-        let n = cross(sub(p[1], p[0]), sub(p[2], p[0]));
-        assert!(n.iter().all(|&c| c > 0.0), "{n:?}");
+        let p = tris[0].map(|e| Vec3::from_array(edge_midpoint(usize::from(e))));
+        let n = (p[1] - p[0]).cross(p[2] - p[0]);
+        assert!(n.to_array().iter().all(|&c| c > 0.0), "{n:?}");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Procedural shapes for demos and tests without downloads: families of analytic shapes
 //! ([`Sdf`]: tori, capsules, rounded boxes, superquadrics and smooth CSG blends of them) with
-//! random parameters (a stand-in for a ShapeNet class), and meshes of them by marching cubes.
+//! random parameters (a stand-in for a ShapeNet class), and meshes of them by marching cubes;
+//! and two exactly tessellated meshes with known signed distances for tests and benchmarks
+//! ([`torus_mesh`], [`cuboid_mesh`]: any number of triangles, no marching-cubes error).
 //!
 //! The smooth union and difference use the polynomial smooth minimum, so a blend is a level set
 //! but not an exact distance away from its surface — fine for meshing, which only needs the
-//! sign and a smooth crossing. Every shape fits inside the unit sphere, so its meshes need no
-//! normalisation to look like DeepSDF's data.
+//! sign and a smooth crossing. Every family member fits inside the unit sphere, so its meshes need
+//! no normalisation to look like DeepSDF's data.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -230,4 +232,72 @@ pub fn generate_class(
         .enumerate()
         .map(|(i, shape)| Ok((format!("{}-{i:03}", family.name()), shape.mesh(resolution)?)))
         .collect()
+}
+
+/// A closed torus around the y axis (major radius `major`, tube radius `minor`) with
+/// `segments_around × segments_tube` quads split into `2·segments_around·segments_tube`
+/// outward-facing triangles. As the segment counts grow its signed distance approaches
+/// that of [`crate::sdf::Sdf::Torus`] centred at the origin.
+pub fn torus_mesh(
+    major: f32,
+    minor: f32,
+    segments_around: u32,
+    segments_tube: u32,
+) -> TriangleMesh {
+    let (nu, nv) = (segments_around.max(3), segments_tube.max(3));
+    let tau = std::f64::consts::TAU;
+    let mut positions = Vec::with_capacity((nu * nv) as usize);
+    for i in 0..nu {
+        let u = tau * f64::from(i) / f64::from(nu);
+        for j in 0..nv {
+            let v = tau * f64::from(j) / f64::from(nv);
+            let ring = f64::from(major) + f64::from(minor) * v.cos();
+            // The ring runs clockwise seen from +y, so that ∂u × ∂v points outward.
+            positions.push([
+                (ring * u.cos()) as f32,
+                (f64::from(minor) * v.sin()) as f32,
+                (-ring * u.sin()) as f32,
+            ]);
+        }
+    }
+    let index = |i: u32, j: u32| (i % nu) * nv + (j % nv);
+    let mut triangles = Vec::with_capacity(2 * (nu * nv) as usize);
+    for i in 0..nu {
+        for j in 0..nv {
+            // +u then +v is counter-clockwise seen from outside (∂u × ∂v points outward).
+            triangles.push([index(i, j), index(i + 1, j), index(i + 1, j + 1)]);
+            triangles.push([index(i, j), index(i + 1, j + 1), index(i, j + 1)]);
+        }
+    }
+    TriangleMesh {
+        positions,
+        triangles,
+    }
+}
+
+/// A closed axis-aligned box centred at the origin, 12 outward-facing triangles; its
+/// signed distance is exactly that of [`crate::sdf::Sdf::Box`] centred at the origin.
+pub fn cuboid_mesh(half: [f32; 3]) -> TriangleMesh {
+    let positions = (0..8)
+        .map(|c| std::array::from_fn(|k| if c >> k & 1 == 1 { half[k] } else { -half[k] }))
+        .collect();
+    // Corner c has bit k set when coordinate k is +half[k].
+    let triangles = vec![
+        [0, 2, 3],
+        [0, 3, 1], // z−
+        [4, 5, 7],
+        [4, 7, 6], // z+
+        [0, 1, 5],
+        [0, 5, 4], // y−
+        [2, 6, 7],
+        [2, 7, 3], // y+
+        [0, 4, 6],
+        [0, 6, 2], // x−
+        [1, 3, 7],
+        [1, 7, 5], // x+
+    ];
+    TriangleMesh {
+        positions,
+        triangles,
+    }
 }

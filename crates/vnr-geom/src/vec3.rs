@@ -1,7 +1,8 @@
-//! A small `f64` 3-vector with its ray and axis-aligned box, for analytic shapes ([`crate::sdf`])
-//! and scalar per-point code such as the reference renderer's (`vnr_render::reference`). The
-//! mesh code ([`crate::bvh`]) works on `[f32; 3]` arrays instead; [`Vec3::from_array`] and
-//! [`Vec3::to_array`] convert.
+//! A small `f64` 3-vector with its ray and axis-aligned box, for analytic shapes ([`crate::sdf`]),
+//! the mesh code's exact per-triangle arithmetic ([`crate::bvh`], [`crate::winding`]) and scalar
+//! per-point code such as the reference renderer's (`vnr_render::reference`). Meshes store
+//! `[f32; 3]` arrays; [`Vec3::from_f32`] and [`Vec3::to_f32`] convert (as do
+//! [`Vec3::from_array`] and [`Vec3::to_array`] for `[f64; 3]`).
 
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
@@ -37,6 +38,14 @@ impl Vec3 {
     pub const fn to_array(self) -> [f64; 3] {
         [self.x, self.y, self.z]
     }
+    /// From an `f32` array (exact).
+    pub fn from_f32(a: [f32; 3]) -> Self {
+        Vec3::new(f64::from(a[0]), f64::from(a[1]), f64::from(a[2]))
+    }
+    /// As an `f32` array (rounded to nearest).
+    pub fn to_f32(self) -> [f32; 3] {
+        [self.x as f32, self.y as f32, self.z as f32]
+    }
     /// Component `axis` (0, 1 or 2; anything else reads `z`).
     pub fn axis(self, axis: usize) -> f64 {
         match axis {
@@ -60,6 +69,10 @@ impl Vec3 {
     /// Euclidean length.
     pub fn length(self) -> f64 {
         self.dot(self).sqrt()
+    }
+    /// Squared Euclidean length.
+    pub fn length_squared(self) -> f64 {
+        self.dot(self)
     }
     /// The unit vector along `self` (unchanged when the length is 0 or not finite).
     pub fn normalized(self) -> Vec3 {

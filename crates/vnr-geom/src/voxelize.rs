@@ -27,7 +27,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::bvh::{cross, dot, sub};
+use crate::vec3::Vec3;
 use rayon::prelude::*;
 use vnr_formats::binvox::{BinvoxError, BinvoxGrid, BinvoxVersion, MAX_VOXELS};
 use vnr_formats::mesh::TriangleMesh;
@@ -269,26 +269,31 @@ fn surface_voxels(triangles: &[[[f64; 3]; 3]], dims: [usize; 3]) -> Vec<u8> {
 /// Whether a triangle and the closed cube of half side `half` around `centre` intersect:
 /// separating-axis theorem on the 13 candidate axes (touching is overlap).
 pub fn triangle_overlaps_box(tri: &[[f64; 3]; 3], centre: [f64; 3], half: f64) -> bool {
-    let v = tri.map(|p| sub(p, centre));
-    let separated_on = |axis: [f64; 3]| {
-        let p = v.map(|q| dot(q, axis));
-        let r = half * (axis[0].abs() + axis[1].abs() + axis[2].abs());
+    let centre = Vec3::from_array(centre);
+    let v = tri.map(|p| Vec3::from_array(p) - centre);
+    let separated_on = |axis: Vec3| {
+        let p = v.map(|q| q.dot(axis));
+        let r = half * (axis.x.abs() + axis.y.abs() + axis.z.abs());
         let lo = p[0].min(p[1]).min(p[2]);
         let hi = p[0].max(p[1]).max(p[2]);
         lo > r || hi < -r
     };
     // Box normals first (the triangle's bounding box against the cube): the cheapest rejection.
-    let units = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    let units = [
+        Vec3::new(1.0, 0.0, 0.0),
+        Vec3::new(0.0, 1.0, 0.0),
+        Vec3::new(0.0, 0.0, 1.0),
+    ];
     if units.iter().any(|&u| separated_on(u)) {
         return false;
     }
-    let edges = [sub(v[1], v[0]), sub(v[2], v[1]), sub(v[0], v[2])];
-    if separated_on(cross(edges[0], edges[1])) {
+    let edges = [v[1] - v[0], v[2] - v[1], v[0] - v[2]];
+    if separated_on(edges[0].cross(edges[1])) {
         return false;
     }
     !edges
         .iter()
-        .any(|e| units.iter().any(|u| separated_on(cross(*u, *e))))
+        .any(|e| units.iter().any(|u| separated_on(u.cross(*e))))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ use std::f64::consts::PI;
 
 use vnr_formats::mesh::TriangleMesh;
 
-use crate::bvh::{coherent_map, cross, dot, sub, Bvh, GeometryError};
+use crate::bvh::{coherent_map, Bvh, GeometryError};
+use crate::vec3::Vec3;
 
 /// Barill et al.'s default accuracy β.
 pub const DEFAULT_ACCURACY: f32 = 2.0;
@@ -42,20 +43,20 @@ pub const DEFAULT_ACCURACY: f32 = 2.0;
 ///
 /// Positive when `q` is on the side the counter-clockwise normal points away from. A query on a
 /// corner gives 0 (`atan2(0, 0)`), never NaN.
-pub fn triangle_winding(q: [f64; 3], tri: &[[f32; 3]; 3]) -> f64 {
-    let [a, b, c] = tri.map(|v| sub(v.map(f64::from), q));
-    let la = dot(a, a).sqrt();
-    let lb = dot(b, b).sqrt();
-    let lc = dot(c, c).sqrt();
-    let numerator = dot(a, cross(b, c));
-    let denominator = la * lb * lc + dot(a, b) * lc + dot(b, c) * la + dot(c, a) * lb;
+pub fn triangle_winding(q: Vec3, tri: &[[f32; 3]; 3]) -> f64 {
+    let [a, b, c] = tri.map(|v| Vec3::from_f32(v) - q);
+    let la = a.length();
+    let lb = b.length();
+    let lc = c.length();
+    let numerator = a.dot(b.cross(c));
+    let denominator = la * lb * lc + a.dot(b) * lc + b.dot(c) * la + c.dot(a) * lb;
     numerator.atan2(denominator) / (2.0 * PI)
 }
 
 /// Exact generalised winding number of `mesh` at `q`: the sum over every triangle
 /// (O(triangles) per query; a reference, and exact up to rounding).
 pub fn winding_number_exact(mesh: &TriangleMesh, q: [f32; 3]) -> f64 {
-    let qd = q.map(f64::from);
+    let qd = Vec3::from_f32(q);
     mesh.triangles
         .iter()
         .filter_map(|t| {
@@ -159,7 +160,7 @@ impl FastWindingNumber {
         if q.iter().any(|c| !c.is_finite()) {
             return f32::NAN;
         }
-        let qd = q.map(f64::from);
+        let qd = Vec3::from_f32(q);
         let WindingScratch { stack, far, near } = scratch;
         stack.clear();
         far.clear();
@@ -266,9 +267,9 @@ fn expand(bvh: &Bvh, beta: f64, first: usize, out: &mut [FarNode]) -> Part {
     // Round the radius up so the f32 criterion never understates the f64 one.
     let far = beta * part.radius * (1.0 + 1e-6);
     own[0] = FarNode {
-        centre: part.centroid.map(|x| x as f32),
+        centre: part.centroid.to_f32(),
         far2: (far * far) as f32,
-        normal: part.area_normal.map(|x| (x * scale) as f32),
+        normal: (part.area_normal * scale).to_f32(),
         trace: ((m[0] + m[4] + m[8]) * scale) as f32,
         quadratic: [m[0], m[4], m[8], m[1] + m[3], m[2] + m[6], m[5] + m[7]]
             .map(|x| (3.0 * x * scale) as f32),
@@ -282,9 +283,9 @@ fn expand(bvh: &Bvh, beta: f64, first: usize, out: &mut [FarNode]) -> Part {
 #[derive(Debug, Clone)]
 struct Part {
     area: f64,
-    centroid: [f64; 3],
+    centroid: Vec3,
     /// Σ aₜ·nₜ.
-    area_normal: [f64; 3],
+    area_normal: Vec3,
     /// Σ aₜ·(cₜ − centroid)·nₜᵀ, row-major.
     moment: [f64; 9],
     /// Bound on the distance from `centroid` to any point of the part.
@@ -294,15 +295,15 @@ struct Part {
 impl Part {
     /// One triangle: its area vector about its centroid (no second-order moment).
     fn triangle(corners: &[[f32; 3]; 3]) -> Self {
-        let [a, b, c] = corners.map(|v| v.map(f64::from));
-        let area_normal = cross(sub(b, a), sub(c, a)).map(|x| 0.5 * x);
-        let centroid: [f64; 3] = std::array::from_fn(|k| (a[k] + b[k] + c[k]) / 3.0);
+        let [a, b, c] = corners.map(Vec3::from_f32);
+        let area_normal = (b - a).cross(c - a) * 0.5;
+        let centroid = (a + b + c) / 3.0;
         let radius = [a, b, c]
             .iter()
-            .map(|v| dot(sub(*v, centroid), sub(*v, centroid)).sqrt())
+            .map(|&v| (v - centroid).length())
             .fold(0.0, f64::max);
         Part {
-            area: dot(area_normal, area_normal).sqrt(),
+            area: area_normal.length(),
             centroid,
             area_normal,
             moment: [0.0; 9],
@@ -314,22 +315,28 @@ impl Part {
 /// Merges triangles or children into one expansion about their area-weighted centroid.
 fn merge(parts: &[Part], bounds: &crate::bvh::Aabb) -> Part {
     let area: f64 = parts.iter().map(|p| p.area).sum();
-    let centre: [f64; 3] = if area > 0.0 {
-        std::array::from_fn(|k| parts.iter().map(|p| p.area * p.centroid[k]).sum::<f64>() / area)
+    let centre = if area > 0.0 {
+        Vec3::from_array(std::array::from_fn(|k| {
+            parts
+                .iter()
+                .map(|p| p.area * p.centroid.axis(k))
+                .sum::<f64>()
+                / area
+        }))
     } else {
         // No area to weight by (all triangles degenerate): the box centre is as good as any.
-        bounds.centre().map(f64::from)
+        Vec3::from_f32(bounds.centre())
     };
-    let mut area_normal = [0.0; 3];
+    let mut area_normal = Vec3::default();
     let mut moment = [0.0; 9];
     for part in parts {
         // Moving a part's moment from its own centroid to `centre` adds (c − p̃)·Nᵀ.
-        let shift = sub(part.centroid, centre);
+        let shift = part.centroid - centre;
+        area_normal += part.area_normal;
         for row in 0..3 {
-            area_normal[row] += part.area_normal[row];
             for col in 0..3 {
                 moment[row * 3 + col] +=
-                    part.moment[row * 3 + col] + shift[row] * part.area_normal[col];
+                    part.moment[row * 3 + col] + shift.axis(row) * part.area_normal.axis(col);
             }
         }
     }
@@ -337,24 +344,20 @@ fn merge(parts: &[Part], bounds: &crate::bvh::Aabb) -> Part {
     // new centre; the smaller one opens fewer nodes near the query.
     let box_radius = (0..8)
         .map(|corner| {
-            let p: [f64; 3] = std::array::from_fn(|k| {
-                f64::from(if corner >> k & 1 == 1 {
+            let p: [f32; 3] = std::array::from_fn(|k| {
+                if corner >> k & 1 == 1 {
                     bounds.max[k]
                 } else {
                     bounds.min[k]
-                })
+                }
             });
-            let d = sub(p, centre);
-            dot(d, d)
+            (Vec3::from_f32(p) - centre).length_squared()
         })
         .fold(0.0f64, f64::max)
         .sqrt();
     let sphere_radius = parts
         .iter()
-        .map(|p| {
-            let d = sub(p.centroid, centre);
-            dot(d, d).sqrt() + p.radius
-        })
+        .map(|p| (p.centroid - centre).length() + p.radius)
         .fold(0.0f64, f64::max);
     Part {
         area,

@@ -5,7 +5,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vnr_formats::mesh::TriangleMesh;
 use vnr_geom::bvh::{closest_point_brute_force, Bvh, GeometryError, Ray};
-use vnr_geom::signed_distance::procedural::{cuboid, torus};
+use vnr_geom::procedural::{cuboid_mesh, torus_mesh};
 use vnr_geom::winding::{winding_number_exact, FastWindingNumber};
 
 fn random_point(rng: &mut impl Rng, extent: f32) -> [f32; 3] {
@@ -68,7 +68,7 @@ fn closest_point_matches_brute_force_on_random_soups() {
 
 #[test]
 fn max_distance_cutoff() {
-    let mesh = cuboid([1.0; 3]);
+    let mesh = cuboid_mesh([1.0; 3]);
     let bvh = Bvh::new(&mesh).unwrap();
     assert!(bvh.closest_point([3.0, 0.0, 0.0], 1.5).is_none());
     let hit = bvh.closest_point([3.0, 0.0, 0.0], 2.5).unwrap();
@@ -125,7 +125,7 @@ fn rays_match_brute_force() {
 
 #[test]
 fn ray_hits_cube_face() {
-    let bvh = Bvh::new(&cuboid([1.0; 3])).unwrap();
+    let bvh = Bvh::new(&cuboid_mesh([1.0; 3])).unwrap();
     let ray = Ray {
         origin: [-5.0, 0.2, 0.3],
         direction: [1.0, 0.0, 0.0],
@@ -223,7 +223,7 @@ fn bad_meshes_are_typed_errors() {
 
 #[test]
 fn exact_winding_numbers_of_closed_meshes() {
-    let cube = cuboid([1.0; 3]);
+    let cube = cuboid_mesh([1.0; 3]);
     assert!((winding_number_exact(&cube, [0.1, 0.2, 0.3]) - 1.0).abs() < 1e-9);
     assert!(winding_number_exact(&cube, [2.0, 0.2, 0.3]).abs() < 1e-9);
     let mut flipped = cube.clone();
@@ -235,7 +235,7 @@ fn exact_winding_numbers_of_closed_meshes() {
 
 #[test]
 fn fast_winding_numbers_match_exact() {
-    let mesh = torus(1.0, 0.4, 96, 48);
+    let mesh = torus_mesh(1.0, 0.4, 96, 48);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let queries: Vec<[f32; 3]> = (0..400).map(|_| random_point(&mut rng, 1.6)).collect();
     let exact: Vec<f64> = queries
@@ -270,7 +270,7 @@ fn fast_winding_numbers_match_exact() {
 #[test]
 fn winding_numbers_survive_holes() {
     // Remove a patch of the torus: points inside the tube, away from the hole, stay inside.
-    let mut mesh = torus(1.0, 0.4, 64, 32);
+    let mut mesh = torus_mesh(1.0, 0.4, 64, 32);
     mesh.triangles.truncate(mesh.triangles.len() - 40);
     assert!(mesh.edge_stats().boundary_edges > 0);
     let fast = FastWindingNumber::new(&mesh, 2.0).unwrap();
@@ -350,7 +350,7 @@ fn batched_queries_equal_single_queries_in_input_order() {
         );
     }
 
-    let mesh = torus(1.0, 0.4, 48, 24);
+    let mesh = torus_mesh(1.0, 0.4, 48, 24);
     let fast = FastWindingNumber::new(&mesh, 2.0).unwrap();
     let batched = fast.winding_numbers(&queries);
     for (q, w) in queries.iter().zip(&batched) {
@@ -366,7 +366,7 @@ fn batched_queries_equal_single_queries_in_input_order() {
 /// must get a winding number of 0, not NaN.
 #[test]
 fn winding_number_far_away_is_zero_not_nan() {
-    let fast = FastWindingNumber::new(&torus(1.0, 0.4, 32, 16), 2.0).unwrap();
+    let fast = FastWindingNumber::new(&torus_mesh(1.0, 0.4, 32, 16), 2.0).unwrap();
     for q in [[1e30, 0.0, 0.0], [-3e19, 2e19, 1.0], [0.0, 0.0, f32::MAX]] {
         let w = fast.winding_number(q);
         assert!(w.abs() < 1e-6, "w({q:?}) = {w}");

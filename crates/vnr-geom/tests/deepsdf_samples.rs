@@ -9,7 +9,7 @@ use vnr_geom::deepsdf_samples::{
     SamplingOptions,
 };
 use vnr_geom::normalize::{Normalization, NormalizeError};
-use vnr_geom::signed_distance::procedural::{cuboid, torus};
+use vnr_geom::procedural::{cuboid_mesh, torus_mesh};
 
 fn options(count: usize) -> SamplingOptions {
     SamplingOptions {
@@ -50,7 +50,7 @@ fn preset_counts() {
 
 #[test]
 fn samples_split_and_reproduce() {
-    let mesh = torus(2.0, 0.8, 64, 32);
+    let mesh = torus_mesh(2.0, 0.8, 64, 32);
     let opts = options(20_000);
     let a = sample_sdf(&mesh, &opts, &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
     let b = sample_sdf(&mesh, &opts, &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
@@ -120,7 +120,7 @@ fn perturbations_use_variance_not_standard_deviation() {
 #[test]
 fn cube_samples_carry_exact_sdf() {
     let half = [1.0, 1.0, 1.0];
-    let mesh = cuboid(half);
+    let mesh = cuboid_mesh(half);
     let opts = SamplingOptions {
         count: 20_000,
         preset: Preset::NeoRender,
@@ -209,7 +209,7 @@ fn bad_meshes() {
         ..options(100)
     };
     let err = sample_sdf(
-        &cuboid([1.0; 3]),
+        &cuboid_mesh([1.0; 3]),
         &bad_variance,
         &mut ChaCha8Rng::seed_from_u64(0),
     );
@@ -220,10 +220,10 @@ fn bad_meshes() {
 fn directory_batch_writes_deepsdf_layout() {
     let input = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    cuboid([1.0, 0.5, 0.5])
+    cuboid_mesh([1.0, 0.5, 0.5])
         .write_obj(input.path().join("box.obj"))
         .unwrap();
-    torus(1.0, 0.3, 32, 16)
+    torus_mesh(1.0, 0.3, 32, 16)
         .write_ply(input.path().join("ring.ply"))
         .unwrap();
     std::fs::write(input.path().join("broken.obj"), "f 1 2 3\n").unwrap();
@@ -277,7 +277,7 @@ fn vdb_grid_output() {
     let input = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let mesh_path = input.path().join("box.obj");
-    cuboid([1.0; 3]).write_obj(&mesh_path).unwrap();
+    cuboid_mesh([1.0; 3]).write_obj(&mesh_path).unwrap();
     let grid = Some(GridOutput {
         resolution: 16,
         format: GridFormat::Vdb,

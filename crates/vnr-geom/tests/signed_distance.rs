@@ -5,7 +5,7 @@ use rand_chacha::ChaCha8Rng;
 use vnr_formats::mesh::TriangleMesh;
 use vnr_formats::npz::{read_npz, NpyData};
 use vnr_geom::bvh::GeometryError;
-use vnr_geom::signed_distance::procedural::{cuboid, torus};
+use vnr_geom::procedural::{cuboid_mesh, torus_mesh};
 use vnr_geom::signed_distance::{
     fibonacci_sphere, signed_distance, MeshSdf, SdfOptions, SignMethod, VirtualScanOptions,
 };
@@ -34,7 +34,7 @@ fn small_scan() -> SdfOptions {
 #[test]
 fn cube_signed_distance_is_exact() {
     let half = [1.0, 0.5, 0.75];
-    let mesh = cuboid(half);
+    let mesh = cuboid_mesh(half);
     let shape = origin_box(half);
     let points = random_points(2000, 2.0, 1);
     let sdf = signed_distance(&mesh, &points).unwrap();
@@ -51,7 +51,7 @@ fn cube_signed_distance_is_exact() {
 
 #[test]
 fn torus_signed_distance_matches_analytic() {
-    let mesh = torus(1.0, 0.35, 256, 128);
+    let mesh = torus_mesh(1.0, 0.35, 256, 128);
     let sdf = MeshSdf::new(&mesh, &SdfOptions::default()).unwrap();
     let points = random_points(2000, 1.6, 2);
     let values = sdf.signed_distances(&points);
@@ -112,11 +112,11 @@ fn virtual_scan_sign_on_closed_and_flipped_meshes() {
         .map(|p| distance_at(&shape, *p) < 0.0)
         .collect();
     // Flip half of the triangles: winding numbers lose the sign, the scan does not care.
-    let mut flipped = cuboid(half);
+    let mut flipped = cuboid_mesh(half);
     for t in flipped.triangles.iter_mut().step_by(2) {
         t.swap(1, 2);
     }
-    for mesh in [&cuboid(half), &flipped] {
+    for mesh in [&cuboid_mesh(half), &flipped] {
         let scan = MeshSdf::new(mesh, &small_scan()).unwrap();
         assert!(scan.virtual_scan().unwrap().len() > 10_000);
         let signs: Vec<bool> = scan
@@ -157,7 +157,7 @@ fn zero_volume_mesh_is_outside_everywhere() {
 fn non_manifold_and_degenerate_meshes_do_not_panic() {
     // A cube plus two fins sharing one of its edges (an edge used by four triangles) and a
     // degenerate triangle.
-    let mut mesh = cuboid([1.0; 3]);
+    let mut mesh = cuboid_mesh([1.0; 3]);
     let base = mesh.positions.len() as u32;
     mesh.positions
         .extend([[2.0, 2.0, -1.0], [2.0, -2.0, -1.0], [3.0, 3.0, 3.0]]);
@@ -229,7 +229,7 @@ fn suzanne_orientation() {
 /// neighbours; the results must come back in the caller's order, equal to single queries.
 #[test]
 fn batched_signed_distances_match_single_queries() {
-    let mesh = torus(1.0, 0.35, 64, 32);
+    let mesh = torus_mesh(1.0, 0.35, 64, 32);
     let sdf = MeshSdf::new(&mesh, &SdfOptions::default()).unwrap();
     let mut points = random_points(3000, 1.6, 7);
     points[10] = [f32::NAN; 3];

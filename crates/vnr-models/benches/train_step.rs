@@ -4,10 +4,11 @@
 //!
 //! `cargo bench -p vnr-models --bench train_step [-- FILTER]`
 //!
-//! With `CANDLE_NUM_THREADS` set, the group is `train_step_candle_threads_N` instead of
-//! `train_step`: candle 0.11 runs its element-wise ops on a spinning barrier pool of its own
-//! beside rayon's (which runs the vnr-ops kernels), and on a busy 2-core machine the two pools
-//! fight; the peer script times both settings.
+//! The steps run as vnr's programs do (`vnr_train::configure_process_for_training`), with
+//! candle's element-wise ops on the calling thread: candle 0.11 otherwise runs them on a spinning barrier pool
+//! of its own beside rayon's (which runs the vnr-ops kernels), and the two pools fight for the
+//! cores. With `CANDLE_NUM_THREADS` set, the group is `train_step_candle_threads_N` instead of
+//! `train_step`; the peer script times candle's own pool that way too.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::time::Duration;
@@ -22,10 +23,11 @@ const TIMED: [&str; 3] = [
 ];
 
 fn train_step(c: &mut Criterion) {
-    let group_name = match std::env::var("CANDLE_NUM_THREADS") {
+    let group_name = match std::env::var(vnr_ops::threads::CANDLE_NUM_THREADS) {
         Ok(n) => format!("train_step_candle_threads_{n}"),
         Err(_) => "train_step".to_string(),
     };
+    vnr_train::configure_process_for_training();
     let mut group = c.benchmark_group(group_name);
     group
         .sample_size(10)

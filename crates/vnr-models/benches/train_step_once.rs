@@ -10,6 +10,7 @@ use std::time::Instant;
 mod support;
 
 fn main() -> support::Result<()> {
+    vnr_train::configure_process_for_training();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))

@@ -6,6 +6,11 @@
 //! `xyz_in_all`, `x, y, z` are concatenated before every other layer after the first (and the
 //! layer before outputs 3 fewer). Hidden layers: (LayerNorm `bn{l}` when the layer is in
 //! `norm_layers` without weight norm) → ReLU → dropout (layers in `dropout`, train only).
+//! A hidden layer's bias, ReLU and dropout run as one fused op
+//! ([`bias_relu_dropout`](vnr_ops::nn::dropout::bias_relu_dropout)) with counter-based masks:
+//! one key per dropout call, in layer order, from `dropout_seed` or
+//! [`DeepSdfDecoder::reseed_dropout`], so a reseeded decoder repeats its masks whatever the
+//! thread count.
 //! Layers in `norm_layers` use weight norm when `weight_norm` (`lin{l}.weight_g`,
 //! `lin{l}.weight_v`, `lin{l}.bias`), others `lin{l}.weight`, `lin{l}.bias`. `use_tanh` adds a
 //! tanh after the last layer, and — as the original code does — a final tanh (`th`) is applied
@@ -22,11 +27,11 @@ use candle_nn::{Init, VarBuilder};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use vnr_ops::nn::dropout::{bias_relu_dropout, dropout, DropoutKeys};
 use vnr_ops::nn::linear::{weight_norm_linear, WeightNormLinear};
 use vnr_ops::nn::norm::{layer_norm, LayerNorm};
 
 use crate::config::{parse_json, read_text};
-use crate::layers::SeededDropout;
 use crate::seeded::standard_normal;
 use crate::summary::Summary;
 use crate::ConfigError;
@@ -307,24 +312,35 @@ impl DeepSdfConfig {
     }
 }
 
-/// One linear layer, weight-normed or plain.
+/// One linear layer, weight-normed or plain (`nn.Linear`: `weight` `[out, in]`, `bias`
+/// `[out]`).
 #[derive(Debug, Clone)]
 enum DecoderLinear {
-    Plain(candle_nn::Linear),
+    Plain { weight: Tensor, bias: Tensor },
     WeightNorm(WeightNormLinear),
 }
 
 impl DecoderLinear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x Wᵀ` `[N, out]` for rows `x` `[N, in]`, without the bias (the caller fuses it with
+    /// what follows).
+    fn matmul(&self, x: &Tensor) -> Result<Tensor> {
+        let weight = match self {
+            Self::Plain { weight, .. } => weight.clone(),
+            Self::WeightNorm(l) => l.weight()?,
+        };
+        x.matmul(&weight.t()?)
+    }
+
+    fn bias(&self) -> &Tensor {
         match self {
-            Self::Plain(l) => l.forward(x),
-            Self::WeightNorm(l) => l.forward(x),
+            Self::Plain { bias, .. } => bias,
+            Self::WeightNorm(l) => l.bias(),
         }
     }
 
     fn param_count(&self) -> usize {
         match self {
-            Self::Plain(l) => l.weight().elem_count() + l.bias().map_or(0, Tensor::elem_count),
+            Self::Plain { weight, bias } => weight.elem_count() + bias.elem_count(),
             Self::WeightNorm(l) => {
                 l.weight_g().elem_count() + l.weight_v().elem_count() + l.bias().elem_count()
             }
@@ -332,22 +348,19 @@ impl DecoderLinear {
     }
 
     fn device(&self) -> &candle_core::Device {
-        match self {
-            Self::Plain(l) => l.weight().device(),
-            Self::WeightNorm(l) => l.weight_v().device(),
-        }
+        self.bias().device()
     }
 
     fn kind(&self) -> &'static str {
         match self {
-            Self::Plain(_) => "Linear",
+            Self::Plain { .. } => "Linear",
             Self::WeightNorm(_) => "WeightNormLinear",
         }
     }
 }
 
 /// PyTorch's `nn.Linear` (parameters `weight`, `bias`, uniform `±1/√in` init).
-fn torch_linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<candle_nn::Linear> {
+fn torch_linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<DecoderLinear> {
     let bound = 1.0 / (in_dim.max(1) as f64).sqrt();
     let init = Init::Uniform {
         lo: -bound,
@@ -355,7 +368,7 @@ fn torch_linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<candle_
     };
     let weight = vb.get_with_hints((out_dim, in_dim), "weight", init)?;
     let bias = vb.get_with_hints(out_dim, "bias", init)?;
-    Ok(candle_nn::Linear::new(weight, Some(bias)))
+    Ok(DecoderLinear::Plain { weight, bias })
 }
 
 /// The DeepSDF decoder: rows `[N, latent + 3]` (`[latent…, x, y, z]`) → SDF `[N, 1]` in
@@ -365,7 +378,7 @@ pub struct DeepSdfDecoder {
     cfg: DeepSdfConfig,
     linears: Vec<DecoderLinear>,
     layer_norms: Vec<Option<LayerNorm>>,
-    dropout: SeededDropout,
+    dropout: DropoutKeys,
 }
 
 /// Probability of the latent dropout, fixed in the original.
@@ -384,7 +397,7 @@ impl DeepSdfDecoder {
             linears.push(if cfg.weight_norm && normed {
                 DecoderLinear::WeightNorm(weight_norm_linear(in_dim, out_dim, lin_vb)?)
             } else {
-                DecoderLinear::Plain(torch_linear(in_dim, out_dim, lin_vb)?)
+                torch_linear(in_dim, out_dim, lin_vb)?
             });
             // The original creates `bn{l}` for any listed layer, the last included, but only
             // applies those of hidden layers; creating it keeps checkpoints loadable.
@@ -394,7 +407,7 @@ impl DeepSdfDecoder {
                 None
             });
         }
-        let dropout = SeededDropout::new(cfg.dropout_seed);
+        let dropout = DropoutKeys::new(cfg.dropout_seed);
         Ok(Self {
             cfg,
             linears,
@@ -470,9 +483,9 @@ impl ModuleT for DeepSdfDecoder {
             );
         }
         let xyz = input.narrow(1, self.cfg.latent_size, 3)?;
-        let mut x = if self.cfg.latent_dropout && self.cfg.latent_size > 0 {
+        let mut x = if train && self.cfg.latent_dropout && self.cfg.latent_size > 0 {
             let latent = input.narrow(1, 0, self.cfg.latent_size)?;
-            let latent = self.dropout.apply(&latent, LATENT_DROPOUT, train)?;
+            let latent = dropout(&latent, LATENT_DROPOUT, self.dropout.next_key())?;
             Tensor::cat(&[&latent, &xyz], 1)?
         } else {
             input.clone()
@@ -484,19 +497,29 @@ impl ModuleT for DeepSdfDecoder {
             } else if layer != 0 && self.cfg.xyz_in_all {
                 x = Tensor::cat(&[&x, &xyz], 1)?;
             }
-            x = lin.forward(&x)?;
+            x = lin.matmul(&x)?;
             if layer == last {
+                x = x.broadcast_add(lin.bias())?;
                 if self.cfg.use_tanh {
                     x = x.tanh()?;
                 }
             } else {
-                if let Some(Some(norm)) = self.layer_norms.get(layer) {
-                    x = norm.forward(&x)?;
-                }
-                x = x.relu()?;
-                if self.cfg.dropout.contains(&layer) {
-                    x = self.dropout.apply(&x, self.cfg.dropout_prob, train)?;
-                }
+                // Dropout is drawn only in training, one key per layer in order, so that a
+                // reseeded decoder repeats its masks.
+                let (p, key) = if train && self.cfg.dropout.contains(&layer) {
+                    (self.cfg.dropout_prob, self.dropout.next_key())
+                } else {
+                    (0.0, 0)
+                };
+                x = match self.layer_norms.get(layer) {
+                    Some(Some(norm)) => {
+                        let normed = norm.forward(&x.broadcast_add(lin.bias())?)?;
+                        let no_bias =
+                            Tensor::zeros(normed.dim(1)?, normed.dtype(), normed.device())?;
+                        bias_relu_dropout(&normed, &no_bias, p, key)?
+                    }
+                    _ => bias_relu_dropout(&x, lin.bias(), p, key)?,
+                };
             }
         }
         x.tanh()

@@ -46,10 +46,14 @@ use vnr_train::schedule::LrSchedule;
 use vnr_train::{Model, StepOutput, TrainConfig, TrainError};
 
 use crate::deepsdf::{DeepSdfConfig, DeepSdfDecoder, LatentCodes};
+use crate::seeded::seeded_var_builder;
 use crate::ConfigError;
 
 /// Epochs over which the code regularisation ramps up (`min(1, epoch / 100)` in DeepSDF).
 pub const REGULARIZATION_RAMP_EPOCHS: f64 = 100.0;
+/// The ChaCha8 stream of [`AutoDecoder::new`]'s seed that the latent codes are drawn from (the
+/// decoder's weights take stream 0).
+const CODES_STREAM: u64 = 1;
 /// The file a trained run keeps its `specs.json` under (the experiment directory's own name).
 pub const SPECS_FILE: &str = "specs.json";
 
@@ -360,10 +364,11 @@ pub struct AutoDecoderLoss {
 }
 
 impl AutoDecoder {
-    /// A fresh decoder and `num_scenes` codes, all drawn from a generator seeded by `seed`:
-    /// codes `N(0, (CodeInitStdDev/√latent)²)`, then each linear layer as PyTorch initialises
-    /// it (weight and bias uniform in `±1/√in`; with weight norm `weight_v` is that weight and
-    /// `weight_g` its row norms). candle's own initialiser cannot be seeded on the CPU.
+    /// A fresh decoder and `num_scenes` codes, all decided by `seed`: each linear layer as
+    /// PyTorch initialises it (weight and bias uniform in `±1/√in`; with weight norm
+    /// `weight_v` is that weight and `weight_g` its row norms), drawn in layer order through
+    /// [`seeded_var_builder`] (candle's own initialiser cannot be seeded on the CPU), and the
+    /// codes `N(0, (CodeInitStdDev/√latent)²)` from another stream of the same seed.
     pub fn new(
         cfg: AutoDecoderConfig,
         num_scenes: usize,
@@ -372,9 +377,10 @@ impl AutoDecoder {
     ) -> Result<Self> {
         cfg.validate()?;
         let vars = VarMap::new();
-        let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
+        let vb = seeded_var_builder(&vars, seed, DType::F32, device);
         let decoder = DeepSdfDecoder::new(cfg.decoder.clone(), vb.clone())?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(CODES_STREAM);
         let codes = LatentCodes::new(
             num_scenes,
             cfg.decoder.latent_size,
@@ -383,7 +389,6 @@ impl AutoDecoder {
             &mut rng,
             vb.pp(DEEPSDF_LATENT_PREFIX),
         )?;
-        seeded_linear_init(&vars, &cfg.decoder, &mut rng, device)?;
         Ok(Self {
             vars,
             decoder,
@@ -453,43 +458,6 @@ impl AutoDecoder {
             total: (sdf + reg)?,
         })
     }
-}
-
-/// Redraws every linear layer of a fresh decoder in `vars` from `rng` (see [`AutoDecoder::new`]).
-fn seeded_linear_init(
-    vars: &VarMap,
-    cfg: &DeepSdfConfig,
-    rng: &mut ChaCha8Rng,
-    device: &Device,
-) -> Result<()> {
-    let data = vars
-        .data()
-        .lock()
-        .map_err(|_| DeepSdfError::Invalid("the VarMap lock is poisoned".into()))?;
-    let var = |name: &str| {
-        data.get(name)
-            .ok_or_else(|| DeepSdfError::Invalid(format!("the decoder has no parameter {name}")))
-    };
-    for (layer, (in_dim, out_dim)) in cfg.linear_shapes()?.into_iter().enumerate() {
-        let bound = 1.0 / (in_dim as f64).sqrt();
-        let mut uniform = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| rng.random_range(-bound..bound) as f32)
-                .collect()
-        };
-        let weight = Tensor::from_vec(uniform(in_dim * out_dim), (out_dim, in_dim), device)?;
-        let bias = Tensor::from_vec(uniform(out_dim), out_dim, device)?;
-        match data.get(&format!("lin{layer}.weight_v")) {
-            Some(v) => {
-                var(&format!("lin{layer}.weight_g"))?
-                    .set(&weight.sqr()?.sum_keepdim(1)?.sqrt()?)?;
-                v.set(&weight)?;
-            }
-            None => var(&format!("lin{layer}.weight"))?.set(&weight)?,
-        }
-        var(&format!("lin{layer}.bias"))?.set(&bias)?;
-    }
-    Ok(())
 }
 
 impl Model for AutoDecoder {

@@ -299,7 +299,8 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.conv2.forward(&self.conv1.forward(x)?.relu()?)? + x
+        // ReLU fused with conv1's bias: LeakyReLU with slope 0, gradient 0 at 0 as PyTorch's.
+        self.conv2.forward(&self.conv1.forward_leaky(x, 0.0)?)? + x
     }
 
     fn param_count(&self) -> usize {

@@ -172,6 +172,14 @@ fn small_presets_have_the_documented_shapes_and_counts() -> Result<()> {
     // 1→16 k4 (1,040) + 16→16 (272); 16→32 k4 (32,800) + 32→32 (1,056); deconv 32→32 k4
     // (16,416), 32→16 1×1 (528), 16→1 k4 (257): 52,369.
     assert_eq!(s.total_params(), 52_369);
+    // small32-wide-v002 (the example's model): the same network in PyTorch (encoder 16/32/64,
+    // decoder 32/32, 1×1×1 skips to 4 channels from scales 2 and 1) has 223,465 parameters.
+    let cfg = ConvDeconvConfig::preset("small32-wide-v002").unwrap();
+    assert_eq!(cfg.version, ConvDeconvVersion::V002);
+    let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+    let s = ConvDeconv::new(cfg, vb)?.summary(1)?;
+    assert_eq!(s.total_params(), 223_465);
+    assert_eq!(s.output_shape, [1, 1, 32, 32]);
     Ok(())
 }
 
@@ -312,5 +320,48 @@ fn seeded_init_repeats_per_seed_and_keeps_pytorchs_default_distribution() -> Res
         }
     }
     assert!(checked >= 4, "only {checked} tensors large enough to test");
+    Ok(())
+}
+
+#[test]
+fn training_loss_is_l1_by_default_and_mse_on_request() -> Result<()> {
+    use rand::SeedableRng;
+    use vnr_formats::dataset::Batch;
+    use vnr_models::convdeconv_train::{ConvDeconvLoss, ConvDeconvModel};
+    use vnr_train::Model;
+
+    assert_eq!(ConvDeconvLoss::from_name("l1"), Some(ConvDeconvLoss::L1));
+    assert_eq!(ConvDeconvLoss::from_name("mse"), Some(ConvDeconvLoss::Mse));
+    assert_eq!(ConvDeconvLoss::from_name("l2"), None);
+    let cfg = ConvDeconvConfig {
+        input_size: 16,
+        encoder_channels: vec![2, 2],
+        decoder_channels: [2, 2],
+        ..ConvDeconvConfig::default()
+    };
+    let inputs = values(&[2, 1, 16, 16, 16], 7, 0.0, 1.0);
+    let targets = values(&[2, 32, 32, 1], 8, 0.0, 1.0);
+    let batch = Batch {
+        inputs: inputs.clone(),
+        targets: targets.clone(),
+        extra: Vec::new(),
+        samples: Vec::new(),
+    };
+    let model = ConvDeconvModel::new(cfg, 1, &Device::Cpu).map_err(candle_core::Error::wrap)?;
+    assert_eq!(model.loss(), ConvDeconvLoss::L1);
+    let diff = (model.predict(&inputs).map_err(candle_core::Error::wrap)?
+        - targets.permute((0, 3, 1, 2))?)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let loss = |m: &ConvDeconvModel, rng: &mut rand_chacha::ChaCha8Rng| -> Result<f32> {
+        let out = m.step(&batch, rng).map_err(candle_core::Error::wrap)?;
+        out.loss.to_scalar::<f32>()
+    };
+    let l1 = diff.abs()?.mean_all()?.to_scalar::<f32>()?;
+    assert!((loss(&model, &mut rng)? - l1).abs() <= 1e-6 * l1);
+    let model = model.with_loss(ConvDeconvLoss::Mse);
+    let mse = diff.sqr()?.mean_all()?.to_scalar::<f32>()?;
+    assert!((loss(&model, &mut rng)? - mse).abs() <= 1e-6 * mse);
+    let json = serde_json::to_string(&ConvDeconvLoss::Mse).unwrap();
+    assert_eq!(json, "\"mse\"");
     Ok(())
 }

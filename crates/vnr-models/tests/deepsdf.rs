@@ -9,6 +9,7 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use vnr_models::deepsdf::{DeepSdfConfig, DeepSdfDecoder, LatentCodes};
+use vnr_ops::nn::dropout::{bias_relu_dropout_reference, DropoutKeys};
 
 fn build(cfg: DeepSdfConfig) -> Result<(VarMap, DeepSdfDecoder)> {
     let varmap = VarMap::new();
@@ -128,6 +129,38 @@ fn dropout_follows_the_seed_and_is_off_in_eval() -> Result<()> {
     let e = model.forward_t(&x, false)?;
     assert!(max_abs_diff(&a, &e) > 0.0);
     assert_eq!(max_abs_diff(&e, &model.forward_t(&x, false)?), 0.0);
+    Ok(())
+}
+
+/// The decoder fuses bias, ReLU and dropout (`bias_relu_dropout`); in training it must still be
+/// the plain layer-by-layer composition with the same masks (one key per dropout call, in layer
+/// order).
+#[test]
+fn fused_training_forward_is_the_plain_composition() -> Result<()> {
+    let (varmap, model) = build(DeepSdfConfig::narrow16())?;
+    let x = values(&[48, 19], 8, -1.0, 1.0);
+    model.reseed_dropout(7);
+    let fused = model.forward_t(&x, true)?;
+    let keys = DropoutKeys::new(7);
+    let data = varmap.data().lock().expect("varmap");
+    let get = |name: String| data[&name].as_tensor().clone();
+    let mut h = x.clone();
+    for layer in 0..9 {
+        if layer == 4 {
+            h = Tensor::cat(&[&h, &x], 1)?;
+        }
+        let bias = get(format!("lin{layer}.bias"));
+        if layer == 8 {
+            let w = get(format!("lin{layer}.weight"));
+            h = h.matmul(&w.t()?)?.broadcast_add(&bias)?;
+            break;
+        }
+        let v = get(format!("lin{layer}.weight_v"));
+        let g = get(format!("lin{layer}.weight_g"));
+        let w = v.broadcast_mul(&g.broadcast_div(&v.sqr()?.sum_keepdim(1)?.sqrt()?)?)?;
+        h = bias_relu_dropout_reference(&h.matmul(&w.t()?)?, &bias, 0.2, keys.next_key())?;
+    }
+    assert!(max_abs_diff(&fused, &h.tanh()?) < 1e-6);
     Ok(())
 }
 

@@ -136,6 +136,8 @@ fn forward_backward(case: &Case, x: &Var, w: Option<&Var>, r: &Tensor) -> Result
 }
 
 fn bench(c: &mut Criterion) {
+    // As vnr's programs run: candle's element-wise ops on the calling thread.
+    vnr_ops::threads::single_pool();
     let mut group = c.benchmark_group("conv3d_fwd_bwd");
     group.sample_size(10);
     for case in cases() {

@@ -9,6 +9,7 @@
 //! Other devices and dtypes run the plain compositions (`*_reference`), which the fused ops are
 //! tested against.
 
+use crate::dispatch::{run_cpu, Float, Kernel};
 use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
 };
@@ -181,15 +182,6 @@ fn backward_planes<T: WithDType>(
     out
 }
 
-/// The contiguous elements of an operand as `T`, or an error naming the op.
-fn elements<'a, T: WithDType>(op: &str, (s, l): (&'a CpuStorage, &Layout)) -> Result<&'a [T]> {
-    let v = s.as_slice::<T>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => bail!("{op}: the operands must be contiguous"),
-    }
-}
-
 impl Kind {
     fn name(self) -> &'static str {
         match self {
@@ -197,32 +189,22 @@ impl Kind {
             Kind::PRelu => "prelu",
         }
     }
+}
 
-    /// The kernels on f32 or f64 storage: the forward for operands `(x, param)`, the backward
-    /// (see [`backward_planes`]) for `(x, param, dy)`.
-    fn cpu(self, operands: &[(&CpuStorage, &Layout)], plane: usize) -> Result<CpuStorage> {
-        match operands[0].0 {
-            CpuStorage::F32(_) => self.run::<f32>(operands, plane),
-            CpuStorage::F64(_) => self.run::<f64>(operands, plane),
-            _ => bail!("{}: expected f32 or f64 operands", self.name()),
-        }
-    }
+/// One fused op on the CPU, for planes of `plane` elements.
+struct Planes {
+    kind: Kind,
+    plane: usize,
+}
 
-    fn run<T: WithDType>(
-        self,
-        operands: &[(&CpuStorage, &Layout)],
-        plane: usize,
-    ) -> Result<CpuStorage> {
-        let op = self.name();
-        let v = operands
-            .iter()
-            .map(|&o| elements::<T>(op, o))
-            .collect::<Result<Vec<_>>>()?;
+impl Kernel<2> for Planes {
+    /// The forward, from `(x, param)`.
+    fn run<T: Float>(&self, [x, p]: [&[T]; 2]) -> Result<Vec<T>> {
         let zero = T::zero();
-        let out = match (self, &v[..]) {
-            (Kind::BiasLeakyRelu { slope }, &[x, b]) => {
+        Ok(match self.kind {
+            Kind::BiasLeakyRelu { slope } => {
                 let slope = T::from_f64(slope);
-                forward_planes(x, b, plane, |x, b| {
+                forward_planes(x, p, self.plane, |x, b| {
                     let v = x + b;
                     if v > zero {
                         v
@@ -231,26 +213,33 @@ impl Kind {
                     }
                 })
             }
-            (Kind::PRelu, &[x, a]) => {
-                forward_planes(x, a, plane, |x, a| if x > zero { x } else { a * x })
+            Kind::PRelu => {
+                forward_planes(x, p, self.plane, |x, a| if x > zero { x } else { a * x })
             }
-            (Kind::BiasLeakyRelu { slope }, &[x, b, g]) => {
+        })
+    }
+}
+
+impl Kernel<3> for Planes {
+    /// The backward (see [`backward_planes`]), from `(x, param, dy)`.
+    fn run<T: Float>(&self, [x, p, g]: [&[T]; 3]) -> Result<Vec<T>> {
+        let zero = T::zero();
+        Ok(match self.kind {
+            Kind::BiasLeakyRelu { slope } => {
                 let slope = T::from_f64(slope);
-                backward_planes(x, b, g, plane, |x, b, g| {
+                backward_planes(x, p, g, self.plane, |x, b, g| {
                     let d = if x + b > zero { g } else { g * slope };
                     (d, d)
                 })
             }
-            (Kind::PRelu, &[x, a, g]) => backward_planes(x, a, g, plane, |x, a, g| {
+            Kind::PRelu => backward_planes(x, p, g, self.plane, |x, a, g| {
                 if x > zero {
                     (g, zero)
                 } else {
                     (a * g, x * g)
                 }
             }),
-            _ => bail!("{op}: expected 2 or 3 operands, got {}", v.len()),
-        };
-        Ok(T::to_cpu_storage_owned(out))
+        })
     }
 }
 
@@ -273,7 +262,11 @@ impl CustomOp2 for Channelwise {
         ps: &CpuStorage,
         pl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = self.kind.cpu(&[(xs, xl), (ps, pl)], self.plane)?;
+        let planes = Planes {
+            kind: self.kind,
+            plane: self.plane,
+        };
+        let out = run_cpu(self.kind.name(), &planes, [(xs, xl), (ps, pl)])?;
         Ok((out, xl.shape().clone()))
     }
 
@@ -320,7 +313,11 @@ impl CustomOp3 for ChannelwiseGrad {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = self.kind.cpu(&[(xs, xl), (ps, pl), (gs, gl)], self.plane)?;
+        let planes = Planes {
+            kind: self.kind,
+            plane: self.plane,
+        };
+        let out = run_cpu(self.name(), &planes, [(xs, xl), (ps, pl), (gs, gl)])?;
         let len = xl.shape().elem_count() + pl.shape().elem_count();
         Ok((out, Shape::from(len)))
     }

@@ -3,11 +3,8 @@
 //! candle's own `cumsum` multiplies by a triangular matrix (O(n²)) and it has no cumprod. These
 //! ops scan each row once. The cumprod gradient is computed with prefix products and a reverse
 //! recurrence, never by dividing by `x`, so it stays exact where `x` holds zeros (as PyTorch's).
-//!
-//! The crate-private macro `with_float_slices` is shared by this crate's grid sampling and ray
-//! marching ops.
 
-use crate::conv::kernel_dtype;
+use crate::dispatch::{kernel_dtype, run_cpu, Float, Kernel};
 use candle_core::{
     bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType,
 };
@@ -125,36 +122,37 @@ pub(crate) fn cumprod_backward_kernel<T: WithDType>(
     dx
 }
 
-/// Runs `$body` with each `$name` bound to the row-major data of same-dtype f32 or f64
-/// storages (strided layouts are copied), wrapping the resulting `Vec` back into a
-/// `CpuStorage`.
-macro_rules! with_float_slices {
-    ($op:expr, [$(($name:ident, $s:expr, $l:expr)),+], $body:expr) => {{
-        let dtypes = [$(candle_core::backend::BackendStorage::dtype($s)),+];
-        if dtypes.iter().any(|d| *d != dtypes[0]) {
-            candle_core::bail!("{}: inputs must share a dtype, got {:?}", $op, dtypes);
-        }
-        match dtypes[0] {
-            candle_core::DType::F32 => {
-                $(
-                    let data = $crate::conv::contiguous_data($op, $s.as_slice::<f32>()?, $l)?;
-                    let $name: &[f32] = &data;
-                )+
-                candle_core::CpuStorage::F32($body)
-            }
-            candle_core::DType::F64 => {
-                $(
-                    let data = $crate::conv::contiguous_data($op, $s.as_slice::<f64>()?, $l)?;
-                    let $name: &[f64] = &data;
-                )+
-                candle_core::CpuStorage::F64($body)
-            }
-            other => candle_core::bail!("{}: unsupported dtype {:?}", $op, other),
-        }
-    }};
+/// One scan on the CPU: `(x)` → the scan of `x` viewed as `dims` (`[outer, len, inner]`).
+struct Scan {
+    dims: (usize, usize, usize),
+    kind: ScanKind,
+    exclusive: bool,
+    reverse: bool,
 }
 
-pub(crate) use with_float_slices;
+impl Kernel<1> for Scan {
+    fn run<T: Float>(&self, [x]: [&[T]; 1]) -> Result<Vec<T>> {
+        Ok(scan_kernel(
+            x,
+            self.dims,
+            self.kind,
+            self.exclusive,
+            self.reverse,
+        ))
+    }
+}
+
+/// The cumprod gradient on the CPU: `(x, grad_out)` → `grad_x`, both viewed as `dims`.
+struct ScanProdGrad {
+    dims: (usize, usize, usize),
+    exclusive: bool,
+}
+
+impl Kernel<2> for ScanProdGrad {
+    fn run<T: Float>(&self, [x, g]: [&[T]; 2]) -> Result<Vec<T>> {
+        Ok(cumprod_backward_kernel(x, g, self.dims, self.exclusive))
+    }
+}
 
 /// Cumulative sum along `dim` (forward or reverse), as a custom op.
 struct CumSum {
@@ -170,11 +168,13 @@ impl CustomOp1 for CumSum {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let dims = split_dims("cumsum", layout.dims(), self.dim)?;
-        let out = with_float_slices!(
-            "cumsum",
-            [(x, storage, layout)],
-            scan_kernel(x, dims, ScanKind::Sum, self.exclusive, self.reverse)
-        );
+        let scan = Scan {
+            dims,
+            kind: ScanKind::Sum,
+            exclusive: self.exclusive,
+            reverse: self.reverse,
+        };
+        let out = run_cpu("cumsum", &scan, [(storage, layout)])?;
         Ok((out, layout.shape().clone()))
     }
 
@@ -220,11 +220,13 @@ impl CustomOp1 for CumProd {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let dims = split_dims("cumprod", layout.dims(), self.dim)?;
-        let out = with_float_slices!(
-            "cumprod",
-            [(x, storage, layout)],
-            scan_kernel(x, dims, ScanKind::Prod, self.exclusive, false)
-        );
+        let scan = Scan {
+            dims,
+            kind: ScanKind::Prod,
+            exclusive: self.exclusive,
+            reverse: false,
+        };
+        let out = run_cpu("cumprod", &scan, [(storage, layout)])?;
         Ok((out, layout.shape().clone()))
     }
 
@@ -284,11 +286,11 @@ impl CustomOp2 for CumProdBackward {
         g_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dims = self.dims(x_layout, g_layout)?;
-        let out = with_float_slices!(
-            "cumprod-backward",
-            [(xs, x, x_layout), (gs, g, g_layout)],
-            cumprod_backward_kernel(xs, gs, dims, self.exclusive)
-        );
+        let grad = ScanProdGrad {
+            dims,
+            exclusive: self.exclusive,
+        };
+        let out = run_cpu("cumprod-backward", &grad, [(x, x_layout), (g, g_layout)])?;
         Ok((out, x_layout.shape().clone()))
     }
 

@@ -5,7 +5,7 @@
 //! output is `[sin(embed), cos(embed), x]` along the last axis (`x` only with `append_input`).
 //! Composed of candle ops, so it is differentiable in `x`.
 
-use crate::conv::kernel_dtype;
+use crate::dispatch::kernel_dtype;
 use candle_core::{bail, Result, Tensor, D};
 
 /// Parameters of [`harmonic_embedding`]; the defaults are PyTorch3D's.

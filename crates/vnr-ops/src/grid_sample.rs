@@ -10,11 +10,8 @@
 //! With the `cuda` feature both passes also run on CUDA devices (`kernels/grid_sample.cu`,
 //! mirroring the CPU kernels here).
 
-use crate::conv::kernel_dtype;
-use crate::cumulative::with_float_slices;
-use candle_core::{
-    bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
-};
+use crate::dispatch::{kernel_dtype, run_cpu, Float, Kernel};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Interpolation of [`grid_sample3d`].
@@ -48,59 +45,6 @@ pub struct GridSampleParams {
     /// When true, -1 and 1 are the centres of the corner voxels; when false, their outer edges.
     pub align_corners: bool,
 }
-
-/// Float types the sampling kernels run in.
-pub trait GridFloat: WithDType + std::ops::Neg<Output = Self> {
-    /// Largest integer not above `self`.
-    fn floor(self) -> Self;
-    /// Nearest integer, ties to even (C's `nearbyint` in the default rounding mode).
-    fn round_half_even(self) -> Self;
-    /// Whether `self` is neither NaN nor infinite.
-    fn is_finite(self) -> bool;
-}
-
-// `floor` and `round_ties_even` are libm calls on baseline x86-64 (no SSE4.1) and dominated the
-// kernels' profile. Below 2^(mantissa bits) the integer conversion is exact; at or above it
-// every float is already an integer (and NaN/inf pass through unchanged).
-macro_rules! impl_grid_float {
-    ($t:ty, $integral_from:expr) => {
-        impl GridFloat for $t {
-            #[inline]
-            fn floor(self) -> Self {
-                if self.is_nan() || self.abs() >= $integral_from {
-                    return self;
-                }
-                let truncated = self as i64 as $t;
-                if truncated > self {
-                    truncated - 1.0
-                } else {
-                    truncated
-                }
-            }
-            #[inline]
-            fn round_half_even(self) -> Self {
-                if self.is_nan() || self.abs() >= $integral_from {
-                    return self;
-                }
-                let lo = GridFloat::floor(self);
-                // Exact: the fractional part of a float is representable.
-                let frac = self - lo;
-                let lo_is_even = (lo as i64) % 2 == 0;
-                if frac > 0.5 || (frac == 0.5 && !lo_is_even) {
-                    lo + 1.0
-                } else {
-                    lo
-                }
-            }
-            #[inline]
-            fn is_finite(self) -> bool {
-                <$t>::is_finite(self)
-            }
-        }
-    };
-}
-impl_grid_float!(f32, 8_388_608.0); // 2^23
-impl_grid_float!(f64, 4_503_599_627_370_496.0); // 2^52
 
 /// Sizes of one sampling problem: input `[n, c, d, h, w]`, output `[n, c, od, oh, ow]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +116,7 @@ impl SampleDims {
 /// Source coordinate in voxels along an axis of `size` voxels, and its derivative with respect
 /// to the normalised grid coordinate (0 where border clamping holds it).
 #[inline]
-fn source_coordinate<T: GridFloat>(coord: T, size: usize, p: &GridSampleParams) -> (T, T) {
+fn source_coordinate<T: Float>(coord: T, size: usize, p: &GridSampleParams) -> (T, T) {
     let two = T::from_f64(2.0);
     let (x, grad) = if p.align_corners {
         let scale = T::from_f64((size - 1) as f64);
@@ -197,7 +141,7 @@ fn source_coordinate<T: GridFloat>(coord: T, size: usize, p: &GridSampleParams) 
 
 /// Whether the integral float `voxel` indexes an axis of `size` voxels; compared in float so
 /// that huge or NaN coordinates never reach an integer conversion.
-fn in_range<T: GridFloat>(voxel: T, size: usize) -> bool {
+fn in_range<T: Float>(voxel: T, size: usize) -> bool {
     voxel >= T::zero() && voxel < T::from_f64(size as f64)
 }
 
@@ -216,7 +160,7 @@ struct Taps<T> {
     dgrid: [[T; 3]; 8],
 }
 
-impl<T: GridFloat> Taps<T> {
+impl<T: Float> Taps<T> {
     fn empty() -> Self {
         Self {
             len: 0,
@@ -308,7 +252,7 @@ impl<T: Copy> Taps<T> {
 
 /// Flat voxel index of in-range integral coordinates.
 #[inline(always)]
-fn flat_voxel<T: GridFloat>(dims: &SampleDims, x: T, y: T, z: T) -> usize {
+fn flat_voxel<T: Float>(dims: &SampleDims, x: T, y: T, z: T) -> usize {
     let (x, y, z) = (
         x.to_f64() as usize,
         y.to_f64() as usize,
@@ -325,7 +269,7 @@ struct AxisCorners<T> {
     weight: [T; 2],
 }
 
-impl<T: GridFloat> AxisCorners<T> {
+impl<T: Float> AxisCorners<T> {
     #[inline(always)]
     fn new(s: T, size: usize) -> Self {
         let lo = s.floor();
@@ -354,7 +298,7 @@ const POINT_TILE: usize = 512;
 ///
 /// Parallel over (batch item, tile of points): a task computes each point's taps once and
 /// applies them to every channel, writing disjoint pieces of the channel planes.
-pub fn forward_kernel<T: GridFloat>(
+pub fn forward_kernel<T: Float>(
     input: &[T],
     grid: &[T],
     dims: &SampleDims,
@@ -409,7 +353,7 @@ pub fn forward_kernel<T: GridFloat>(
 /// `[points, 3]`, `grad_grid` `[range.len(), 3]` (written, not added to). `GRAD` selects
 /// whether the grid gradient is computed (trilinear) or left untouched (nearest).
 #[allow(clippy::too_many_arguments)]
-fn backward_points<T: GridFloat, const GRAD: bool>(
+fn backward_points<T: Float, const GRAD: bool>(
     input: &[T],
     grid: &[T],
     grad_out: &[T],
@@ -461,7 +405,7 @@ fn backward_points<T: GridFloat, const GRAD: bool>(
 /// itself), and the slabs are added afterwards. With fewer (batch, channel) planes than
 /// threads, a block's points are split further, each part after the first summed into its own
 /// accumulator (about one per thread) and added at the end.
-pub fn backward_kernel<T: GridFloat>(
+pub fn backward_kernel<T: Float>(
     input: &[T],
     grid: &[T],
     grad_out: &[T],
@@ -559,6 +503,25 @@ fn dims_of(input: &Layout, grid: &Layout) -> Result<SampleDims> {
     SampleDims::new(input.dims(), grid.dims())
 }
 
+/// One sampling problem on the CPU: the forward from `(input, grid)`, the backward from
+/// `(input, grid, grad_out)` giving `[grad_input (flattened), grad_grid (flattened)]`.
+struct Sampling(SampleDims, GridSampleParams);
+
+impl Kernel<2> for Sampling {
+    fn run<T: Float>(&self, [input, grid]: [&[T]; 2]) -> Result<Vec<T>> {
+        Ok(forward_kernel(input, grid, &self.0, &self.1))
+    }
+}
+
+impl Kernel<3> for Sampling {
+    fn run<T: Float>(&self, [input, grid, grad_out]: [&[T]; 3]) -> Result<Vec<T>> {
+        let mut both = vec![T::zero(); input.len() + grid.len()];
+        let (gi, gg) = both.split_at_mut(input.len());
+        backward_kernel(input, grid, grad_out, &self.0, &self.1, gi, gg);
+        Ok(both)
+    }
+}
+
 /// The forward op `(input, grid) -> output`; records its backward.
 struct GridSample(GridSampleParams);
 
@@ -575,11 +538,7 @@ impl CustomOp2 for GridSample {
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dims = dims_of(il, gl)?;
-        let out = with_float_slices!(
-            "grid_sample3d",
-            [(input, is, il), (grid, gs, gl)],
-            forward_kernel(input, grid, &dims, &self.0)
-        );
+        let out = run_cpu(self.name(), &Sampling(dims, self.0), [(is, il), (gs, gl)])?;
         Ok((out, dims.output_shape()))
     }
 
@@ -632,16 +591,8 @@ impl CustomOp3 for GridSampleBackward {
         ol: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (dims, ni, ng) = self.dims(il, gl, ol)?;
-        let out = with_float_slices!(
-            self.name(),
-            [(input, is, il), (grid, gs, gl), (grad_out, os, ol)],
-            {
-                let mut both = vec![Default::default(); ni + ng];
-                let (gi, gg) = both.split_at_mut(ni);
-                backward_kernel(input, grid, grad_out, &dims, &self.0, gi, gg);
-                both
-            }
-        );
+        let sampling = Sampling(dims, self.0);
+        let out = run_cpu(self.name(), &sampling, [(is, il), (gs, gl), (os, ol)])?;
         Ok((out, Shape::from(ni + ng)))
     }
 
@@ -697,12 +648,13 @@ pub fn grid_sample3d(input: &Tensor, grid: &Tensor, p: &GridSampleParams) -> Res
 
 /// Plain loops over every (batch, channel, point, corner), for testing the fast kernels.
 pub mod reference {
-    use super::{source_coordinate, GridFloat, GridSampleMode, GridSampleParams, SampleDims};
+    use super::{source_coordinate, GridSampleMode, GridSampleParams, SampleDims};
+    use crate::dispatch::Float;
 
     /// The voxel (flat index) and weight of corner `corner` (bit 0: x high, 1: y high, 2: z
     /// high) of the sample at source coordinates `s`, or `None` outside the volume; with
     /// `dweight[a]` = d(weight)/d(s[a]).
-    fn corner<T: GridFloat>(
+    fn corner<T: Float>(
         s: [T; 3],
         sizes: [usize; 3],
         corner: usize,
@@ -746,7 +698,7 @@ pub mod reference {
 
     /// Source coordinates, their grid derivatives and the axis sizes (x, y, z order) of
     /// point `pi` of batch item `b`.
-    fn sample_point<T: GridFloat>(
+    fn sample_point<T: Float>(
         grid: &[T],
         dims: &SampleDims,
         p: &GridSampleParams,
@@ -764,7 +716,7 @@ pub mod reference {
     }
 
     /// Forward: input `[N, C, D, H, W]`, grid `[N, P, 3]` → `[N, C, P]`.
-    pub fn grid_sample3d<T: GridFloat>(
+    pub fn grid_sample3d<T: Float>(
         input: &[T],
         grid: &[T],
         dims: &SampleDims,
@@ -792,7 +744,7 @@ pub mod reference {
 
     /// Backward: gradients `([N, C, D, H, W], [N, P, 3])` of the input and the grid given the
     /// output gradient `[N, C, P]`.
-    pub fn grid_sample3d_backward<T: GridFloat>(
+    pub fn grid_sample3d_backward<T: Float>(
         input: &[T],
         grid: &[T],
         grad_out: &[T],

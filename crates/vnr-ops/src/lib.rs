@@ -7,9 +7,11 @@ pub mod conv;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod cumulative;
+pub mod dispatch;
 pub mod embedding;
 pub mod gradcheck;
 pub mod grid_sample;
 pub mod nn;
 pub mod pool;
 pub mod raymarch;
+pub mod threads;

@@ -4,9 +4,8 @@
 //! along W, H and D, each vectorising over the contiguous trailing axes. Max pooling's backward
 //! recomputes the winner of each window from the saved output instead of storing indices.
 
-use crate::conv::{contiguous_data, kernel_dtype};
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use crate::dispatch::{kernel_dtype, run_cpu, Float, Kernel};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Parameters of [`max_pool3d`] and [`avg_pool3d`], with PyTorch's names (`ceil_mode=False`).
@@ -87,26 +86,8 @@ impl PoolGeometry {
     }
 }
 
-/// Element types the pooling kernels run on.
-pub trait PoolElement: WithDType {
-    /// Whether the value is NaN (max pooling propagates NaN as PyTorch does).
-    fn is_nan(self) -> bool;
-}
-
-impl PoolElement for f32 {
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-}
-
-impl PoolElement for f64 {
-    fn is_nan(self) -> bool {
-        f64::is_nan(self)
-    }
-}
-
 /// PyTorch's running max: a larger value or a NaN takes over, so NaN propagates.
-fn max_step<T: PoolElement>(best: T, v: T) -> T {
+fn max_step<T: Float>(best: T, v: T) -> T {
     if v > best || v.is_nan() {
         v
     } else {
@@ -213,23 +194,8 @@ fn check_layout(op: &str, layout: &Layout, planes: usize, spatial: [usize; 3]) -
     Ok(())
 }
 
-/// Runs a kernel on an f32 or f64 storage.
-fn dispatch1(
-    op: &str,
-    s: &CpuStorage,
-    l: &Layout,
-    f32_kernel: impl FnOnce(&[f32]) -> Vec<f32>,
-    f64_kernel: impl FnOnce(&[f64]) -> Vec<f64>,
-) -> Result<CpuStorage> {
-    Ok(match s {
-        CpuStorage::F32(v) => CpuStorage::F32(f32_kernel(&contiguous_data(op, v, l)?)),
-        CpuStorage::F64(v) => CpuStorage::F64(f64_kernel(&contiguous_data(op, v, l)?)),
-        other => candle_core::bail!("{op}: expected f32 or f64, got {:?}", other.dtype()),
-    })
-}
-
 /// Reduces axis `axis` of each `dims` volume in `src` with `step`, over the pooling windows.
-fn reduce_axis<T: PoolElement>(
+fn reduce_axis<T: Float>(
     src: &[T],
     dims: [usize; 3],
     axis: usize,
@@ -259,7 +225,7 @@ fn reduce_axis<T: PoolElement>(
 }
 
 /// Separable pooling of one volume: `step` along W, then H, then D.
-fn separable_pool<T: PoolElement>(
+fn separable_pool<T: Float>(
     g: &PoolGeometry,
     volume: &[T],
     step: impl Fn(T, T) -> T + Copy,
@@ -270,7 +236,7 @@ fn separable_pool<T: PoolElement>(
 }
 
 /// Divisor of every output voxel, `[Do, Ho, Wo]`, as a product of per-axis counts.
-fn divisors<T: PoolElement>(g: &PoolGeometry, count_include_pad: bool) -> Vec<T> {
+fn divisors<T: Float>(g: &PoolGeometry, count_include_pad: bool) -> Vec<T> {
     let per_axis: Vec<Vec<usize>> = (0..3)
         .map(|a| {
             (0..g.output[a])
@@ -290,7 +256,7 @@ fn divisors<T: PoolElement>(g: &PoolGeometry, count_include_pad: bool) -> Vec<T>
 }
 
 /// Fast max pooling forward: `[planes, D, H, W]` → `[planes, Do, Ho, Wo]`.
-pub fn max_pool_forward<T: PoolElement>(g: &PoolGeometry, x: &[T]) -> Vec<T> {
+pub fn max_pool_forward<T: Float>(g: &PoolGeometry, x: &[T]) -> Vec<T> {
     let mut y = vec![T::zero(); g.planes * g.output_volume()];
     if y.is_empty() {
         return y;
@@ -302,11 +268,7 @@ pub fn max_pool_forward<T: PoolElement>(g: &PoolGeometry, x: &[T]) -> Vec<T> {
 }
 
 /// Fast average pooling forward: `[planes, D, H, W]` → `[planes, Do, Ho, Wo]`.
-pub fn avg_pool_forward<T: PoolElement>(
-    g: &PoolGeometry,
-    x: &[T],
-    count_include_pad: bool,
-) -> Vec<T> {
+pub fn avg_pool_forward<T: Float>(g: &PoolGeometry, x: &[T], count_include_pad: bool) -> Vec<T> {
     let mut y = vec![T::zero(); g.planes * g.output_volume()];
     if y.is_empty() {
         return y;
@@ -328,12 +290,7 @@ pub fn avg_pool_forward<T: PoolElement>(
 
 /// Adds each `src` row of axis `axis` to every input row of its window: the adjoint of a
 /// summing [`reduce_axis`]. `dims` are the input dims of that pass.
-fn spread_axis<T: PoolElement>(
-    src: &[T],
-    dims: [usize; 3],
-    axis: usize,
-    g: &PoolGeometry,
-) -> Vec<T> {
+fn spread_axis<T: Float>(src: &[T], dims: [usize; 3], axis: usize, g: &PoolGeometry) -> Vec<T> {
     let outer: usize = dims[..axis].iter().product();
     let inner: usize = dims[axis + 1..].iter().product();
     let (len, out_len) = (dims[axis], g.output[axis]);
@@ -354,11 +311,7 @@ fn spread_axis<T: PoolElement>(
 }
 
 /// Fast average pooling backward: `dx[planes, D, H, W]` from `dy[planes, Do, Ho, Wo]`.
-pub fn avg_pool_backward<T: PoolElement>(
-    g: &PoolGeometry,
-    dy: &[T],
-    count_include_pad: bool,
-) -> Vec<T> {
+pub fn avg_pool_backward<T: Float>(g: &PoolGeometry, dy: &[T], count_include_pad: bool) -> Vec<T> {
     let mut dx = vec![T::zero(); g.planes * g.input_volume()];
     if dx.is_empty() || dy.is_empty() {
         return dx;
@@ -380,7 +333,7 @@ pub fn avg_pool_backward<T: PoolElement>(
 /// Fast max pooling backward: routes each `dy` to the first voxel of its window (in
 /// `(kd, kh, kw)` order) equal to the saved output `y`, or PyTorch's choice (the last NaN) when
 /// the output is NaN.
-pub fn max_pool_backward<T: PoolElement>(g: &PoolGeometry, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
+pub fn max_pool_backward<T: Float>(g: &PoolGeometry, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
     let mut dx = vec![T::zero(); g.planes * g.input_volume()];
     if dx.is_empty() || dy.is_empty() {
         return dx;
@@ -432,7 +385,8 @@ pub fn max_pool_backward<T: PoolElement>(g: &PoolGeometry, x: &[T], y: &[T], dy:
 
 /// Plain per-voxel pooling loops: the yardstick for the fast kernels.
 pub mod reference {
-    use super::{PoolElement, PoolGeometry};
+    use super::PoolGeometry;
+    use crate::dispatch::Float;
 
     /// Calls `f(plane, output index, input index)` for every valid voxel of every window, in
     /// `(kd, kh, kw)` order.
@@ -468,7 +422,7 @@ pub mod reference {
     }
 
     /// Index of the winning input voxel of every output voxel.
-    fn argmax<T: PoolElement>(g: &PoolGeometry, x: &[T]) -> Vec<Option<usize>> {
+    fn argmax<T: Float>(g: &PoolGeometry, x: &[T]) -> Vec<Option<usize>> {
         let mut best: Vec<Option<usize>> =
             vec![None; g.planes * g.output.iter().product::<usize>()];
         for_each_window_voxel(g, |_, o, i| {
@@ -482,7 +436,7 @@ pub mod reference {
     }
 
     /// Max pooling forward, `[planes, D, H, W]` → `[planes, Do, Ho, Wo]`.
-    pub fn max_pool_forward<T: PoolElement>(g: &PoolGeometry, x: &[T]) -> Vec<T> {
+    pub fn max_pool_forward<T: Float>(g: &PoolGeometry, x: &[T]) -> Vec<T> {
         argmax(g, x)
             .into_iter()
             .map(|i| i.map_or(T::zero(), |i| x[i]))
@@ -490,7 +444,7 @@ pub mod reference {
     }
 
     /// Max pooling backward: each `dy` goes to its window's winner.
-    pub fn max_pool_backward<T: PoolElement>(g: &PoolGeometry, x: &[T], dy: &[T]) -> Vec<T> {
+    pub fn max_pool_backward<T: Float>(g: &PoolGeometry, x: &[T], dy: &[T]) -> Vec<T> {
         let mut dx = vec![T::zero(); x.len()];
         for (o, i) in argmax(g, x).into_iter().enumerate() {
             if let Some(i) = i {
@@ -510,7 +464,7 @@ pub mod reference {
     }
 
     /// Average pooling forward, `[planes, D, H, W]` → `[planes, Do, Ho, Wo]`.
-    pub fn avg_pool_forward<T: PoolElement>(
+    pub fn avg_pool_forward<T: Float>(
         g: &PoolGeometry,
         x: &[T],
         count_include_pad: bool,
@@ -525,7 +479,7 @@ pub mod reference {
     }
 
     /// Average pooling backward: `dx[planes, D, H, W]` from `dy[planes, Do, Ho, Wo]`.
-    pub fn avg_pool_backward<T: PoolElement>(
+    pub fn avg_pool_backward<T: Float>(
         g: &PoolGeometry,
         dy: &[T],
         count_include_pad: bool,
@@ -544,6 +498,12 @@ struct MaxPool {
     geometry: PoolGeometry,
 }
 
+impl Kernel<1> for MaxPool {
+    fn run<T: Float>(&self, [x]: [&[T]; 1]) -> Result<Vec<T>> {
+        Ok(max_pool_forward(&self.geometry, x))
+    }
+}
+
 impl CustomOp1 for MaxPool {
     fn name(&self) -> &'static str {
         "max_pool3d"
@@ -552,13 +512,7 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
         check_layout(self.name(), l, g.planes, g.input)?;
-        let out = dispatch1(
-            self.name(),
-            s,
-            l,
-            |x| max_pool_forward(g, x),
-            |x| max_pool_forward(g, x),
-        )?;
+        let out = run_cpu(self.name(), self, [(s, l)])?;
         Ok((out, with_spatial(l.dims(), g.output)))
     }
 
@@ -600,6 +554,12 @@ impl MaxPoolBackward {
     }
 }
 
+impl Kernel<3> for MaxPoolBackward {
+    fn run<T: Float>(&self, [x, y, dy]: [&[T]; 3]) -> Result<Vec<T>> {
+        Ok(max_pool_backward(&self.geometry, x, y, dy))
+    }
+}
+
 impl CustomOp3 for MaxPoolBackward {
     fn name(&self) -> &'static str {
         "max_pool3d-backward"
@@ -614,27 +574,8 @@ impl CustomOp3 for MaxPoolBackward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (g, name) = (&self.geometry, self.name());
         self.check_layouts(l1, l2, l3)?;
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(y), CpuStorage::F32(dy)) => {
-                CpuStorage::F32(max_pool_backward(
-                    g,
-                    &contiguous_data(name, x, l1)?,
-                    &contiguous_data(name, y, l2)?,
-                    &contiguous_data(name, dy, l3)?,
-                ))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(y), CpuStorage::F64(dy)) => {
-                CpuStorage::F64(max_pool_backward(
-                    g,
-                    &contiguous_data(name, x, l1)?,
-                    &contiguous_data(name, y, l2)?,
-                    &contiguous_data(name, dy, l3)?,
-                ))
-            }
-            _ => candle_core::bail!("{name}: operands must all be f32 or all f64"),
-        };
+        let out = run_cpu(self.name(), self, [(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((out, l1.shape().clone()))
     }
 
@@ -674,15 +615,17 @@ impl AvgPool {
         check_layout(self.name(), l, g.planes, from)?;
         Ok(with_spatial(l.dims(), to))
     }
+}
 
-    /// This pass on the CPU: contiguous `[planes, from volume]` values to `[planes, to volume]`.
-    fn run<T: PoolElement>(&self, v: &[T]) -> Vec<T> {
+impl Kernel<1> for AvgPool {
+    /// This pass on the CPU: `[planes, from volume]` values to `[planes, to volume]`.
+    fn run<T: Float>(&self, [v]: [&[T]; 1]) -> Result<Vec<T>> {
         let (g, inc) = (&self.geometry, self.count_include_pad);
-        if self.backward {
+        Ok(if self.backward {
             avg_pool_backward(g, v, inc)
         } else {
             avg_pool_forward(g, v, inc)
-        }
+        })
     }
 }
 
@@ -697,7 +640,7 @@ impl CustomOp1 for AvgPool {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let shape = self.result_shape(l)?;
-        let out = dispatch1(self.name(), s, l, |v| self.run(v), |v| self.run(v))?;
+        let out = run_cpu(self.name(), self, [(s, l)])?;
         Ok((out, shape))
     }
 

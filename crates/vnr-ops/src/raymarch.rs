@@ -9,8 +9,8 @@
 //! The per-ray recurrence is public as [`kernel::Ray`], so that vnr-render's fused ray marchers
 //! (NeRF opacities, depth, weights) run the same code rather than a copy of it.
 
-use crate::conv::kernel_dtype;
-use crate::cumulative::{cumprod, with_float_slices};
+use crate::cumulative::cumprod;
+use crate::dispatch::{kernel_dtype, run_cpu, Float, Kernel};
 use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType, D,
 };
@@ -329,6 +329,23 @@ fn backward_kernel<T: WithDType>(
     grads
 }
 
+/// One marching problem on the CPU: the forward from `(densities, features)` (checking the
+/// densities' range), the backward from `(densities, features, grad_out)`.
+struct March(RayDims, EaRaymarchParams);
+
+impl Kernel<2> for March {
+    fn run<T: Float>(&self, [d, f]: [&[T]; 2]) -> Result<Vec<T>> {
+        check_density_bounds(d)?;
+        Ok(forward_kernel(d, f, self.0, &self.1))
+    }
+}
+
+impl Kernel<3> for March {
+    fn run<T: Float>(&self, [d, f, g]: [&[T]; 3]) -> Result<Vec<T>> {
+        Ok(backward_kernel(d, f, g, self.0, &self.1))
+    }
+}
+
 /// The forward op; records its backward.
 struct EaRaymarch(EaRaymarchParams);
 
@@ -345,10 +362,7 @@ impl CustomOp2 for EaRaymarch {
         fl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (dims, shape) = forward_shape(dl, fl)?;
-        let out = with_float_slices!("ea_raymarch", [(d, ds, dl), (f, fs, fl)], {
-            check_density_bounds(d)?;
-            forward_kernel(d, f, dims, &self.0)
-        });
+        let out = run_cpu("ea_raymarch", &March(dims, self.0), [(ds, dl), (fs, fl)])?;
         Ok((out, shape))
     }
 
@@ -402,11 +416,12 @@ impl CustomOp3 for EaRaymarchBackward {
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (dims, shape) = backward_shape(dl, fl, gl)?;
-        let out = with_float_slices!(
+        let march = March(dims, self.0);
+        let out = run_cpu(
             "ea_raymarch-backward",
-            [(d, ds, dl), (f, fs, fl), (g, gs, gl)],
-            backward_kernel(d, f, g, dims, &self.0)
-        );
+            &march,
+            [(ds, dl), (fs, fl), (gs, gl)],
+        )?;
         Ok((out, shape))
     }
 

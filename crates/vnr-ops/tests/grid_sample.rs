@@ -403,7 +403,7 @@ fn bad_shapes_are_errors() -> Result<()> {
 
 #[test]
 fn fast_floor_and_rounding_match_std() {
-    use vnr_ops::grid_sample::GridFloat;
+    use vnr_ops::dispatch::Float;
     let specials = [
         0.0,
         -0.0,
@@ -428,20 +428,16 @@ fn fast_floor_and_rounding_match_std() {
     ];
     let randoms = values(2000, 17, -300.0, 300.0);
     for &v in specials.iter().chain(&randoms) {
-        assert_eq!(GridFloat::floor(v), v.floor(), "{v}");
-        assert_eq!(GridFloat::round_half_even(v), v.round_ties_even(), "{v}");
+        assert_eq!(Float::floor(v), v.floor(), "{v}");
+        assert_eq!(Float::round_half_even(v), v.round_ties_even(), "{v}");
         let v32 = v as f32;
-        assert_eq!(GridFloat::floor(v32), v32.floor(), "{v32}");
-        assert_eq!(
-            GridFloat::round_half_even(v32),
-            v32.round_ties_even(),
-            "{v32}"
-        );
+        assert_eq!(Float::floor(v32), v32.floor(), "{v32}");
+        assert_eq!(Float::round_half_even(v32), v32.round_ties_even(), "{v32}");
     }
     for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-        assert_eq!(GridFloat::floor(v).to_bits(), v.floor().to_bits());
+        assert_eq!(Float::floor(v).to_bits(), v.floor().to_bits());
         assert_eq!(
-            GridFloat::round_half_even(v).to_bits(),
+            Float::round_half_even(v).to_bits(),
             v.round_ties_even().to_bits()
         );
     }

@@ -4,6 +4,7 @@
 mod conformance;
 mod conv;
 mod cumulative;
+mod dropout;
 mod embedding;
 mod grid_sample;
 mod layers;

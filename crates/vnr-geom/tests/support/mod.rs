@@ -1,14 +1,14 @@
 //! Meshes and analytic shapes shared by the vnr-geom tests.
 
 use vnr_formats::mesh::TriangleMesh;
+use vnr_geom::procedural::cuboid_mesh;
 use vnr_geom::sdf::Sdf;
-use vnr_geom::signed_distance::procedural::cuboid;
 use vnr_geom::vec3::Vec3;
 
 /// The box `[lo, hi]` as 12 outward-facing triangles: the library's cuboid with each corner
 /// moved to `lo` or `hi` exactly (no centre ± half rounding).
 pub fn box_mesh(lo: [f32; 3], hi: [f32; 3]) -> TriangleMesh {
-    let unit = cuboid([1.0; 3]);
+    let unit = cuboid_mesh([1.0; 3]);
     let positions = unit
         .positions
         .iter()
@@ -27,7 +27,7 @@ pub fn flat_square(lo: f32, hi: f32) -> TriangleMesh {
 }
 
 /// The analytic box of half extents `half` centred at the origin: the exact signed distance
-/// of `signed_distance::procedural::cuboid(half)`.
+/// of `procedural::cuboid_mesh(half)`.
 pub fn origin_box(half: [f32; 3]) -> Sdf {
     Sdf::Box {
         center: Vec3::default(),
@@ -36,7 +36,7 @@ pub fn origin_box(half: [f32; 3]) -> Sdf {
 }
 
 /// The analytic torus around the y axis centred at the origin, which
-/// `signed_distance::procedural::torus(major, minor, ..)` tessellates.
+/// `procedural::torus_mesh(major, minor, ..)` tessellates.
 pub fn origin_torus(major: f32, minor: f32) -> Sdf {
     Sdf::Torus {
         center: Vec3::default(),

@@ -1,10 +1,14 @@
 //! Fast CPU convolution kernels: vol2col + gemm, tiled over output rows so the column buffer
 //! stays small and cache-resident, with rayon over samples (large batches) or inside each sample.
+//! Unit-stride input gradients run as the forward of the flipped convolution ([`flipped`]), so
+//! col2vol's scattered adds are left to strided layers; where output planes are shifted input
+//! planes (SAME convolutions) vol2col copies whole planes ([`fill_shifted`]).
 //!
 //! Pure functions over contiguous slices and a [`ConvGeometry`], so a GPU port can mirror them.
 
 use super::ConvGeometry;
-use candle_core::{Result, WithDType};
+use crate::dispatch::Float;
+use candle_core::Result;
 use rayon::prelude::*;
 
 /// Target size of one column tile. Small enough that vol2col writes it and the gemm reads it
@@ -17,14 +21,13 @@ const COL_TILE_BYTES: usize = 1 << 20;
 /// would spend its time re-reading the whole weight gradient.
 const MIN_TILE_COLUMNS: usize = 512;
 
+/// Below this many output channels (per group) the forward runs its gemm transposed (see
+/// [`forward`]); with more, the weight fills gemm's register tiles and the usual orientation
+/// is faster (ConvDeconv's 256→512 layers).
+const FEW_OUTPUT_CHANNELS: usize = 64;
+
 /// Hard cap on one column tile, whatever the layer.
 const COL_MAX_BYTES: usize = 64 << 20;
-
-/// Element types the gemm kernels run on (crate-private, so only f32 and f64 ever reach the
-/// unsafe gemm call).
-pub trait GemmElement: WithDType {}
-impl GemmElement for f32 {}
-impl GemmElement for f64 {}
 
 /// A strided matrix inside a slice: element `(r, c)` is at `offset + r·row_stride + c·col_stride`.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +71,7 @@ impl MatView {
 
 /// `dst (+)= lhs · rhs` for `dst` m×n, `lhs` m×k and `rhs` k×n; accumulates when `accumulate`.
 #[allow(clippy::too_many_arguments)]
-fn matmul<T: GemmElement>(
+fn matmul<T: Float>(
     (m, n, k): (usize, usize, usize),
     dst: &mut [T],
     dst_view: MatView,
@@ -102,7 +105,7 @@ fn matmul<T: GemmElement>(
         gemm::Parallelism::None
     };
     // SAFETY: the three views were checked above to lie inside their slices, `dst` is borrowed
-    // mutably so it aliases neither operand, and T is f32 or f64 (GemmElement), which gemm
+    // mutably so it aliases neither operand, and T is f32 or f64 (`Float` is sealed), which gemm
     // dispatches on. Strides fit isize because they index inside an allocated slice.
     unsafe {
         gemm::gemm(
@@ -158,7 +161,8 @@ fn unflatten_tap(g: &ConvGeometry, tap: usize) -> [usize; 3] {
 /// Splits one column row (one input channel at kernel tap `tap`, output rows
 /// `r0..r0 + nr` with `r = od·Ho + oh`) into segments: `f(col_start, len, Some((input_start,
 /// input_step)))` for runs that read the input channel, `f(col_start, len, None)` for runs in the
-/// padding.
+/// padding. Adjacent padding runs (the end of a row and the start of the next, whole rows in
+/// the padding) are reported as one.
 fn for_each_segment(
     g: &ConvGeometry,
     tap: [usize; 3],
@@ -168,37 +172,47 @@ fn for_each_segment(
     let [_, h, w] = g.input;
     let [_, oh_n, ow_n] = g.output;
     let (w_lo, w_hi) = g.valid_outputs(2, tap[2]);
-    let w_start = g.input_index(2, w_lo, tap[2]);
+    let w_start = g.input_index(2, w_lo, tap[2]).filter(|_| w_hi > w_lo);
+    // Start of the padding run not yet reported, if any (it always extends to `here`).
+    let mut zeros: Option<usize> = None;
+    let (mut od, mut oh) = (r0 / oh_n.max(1), r0 % oh_n.max(1));
+    let mut id = g.input_index(0, od, tap[0]);
     for t in 0..nr {
         let row_start = t * ow_n;
-        let (od, oh) = ((r0 + t) / oh_n, (r0 + t) % oh_n);
-        let (Some(id), Some(ih), Some(iw)) = (
-            g.input_index(0, od, tap[0]),
-            g.input_index(1, oh, tap[1]),
-            w_start,
-        ) else {
-            f(row_start, ow_n, None);
-            continue;
-        };
-        if w_lo > 0 {
-            f(row_start, w_lo, None);
+        match (id, g.input_index(1, oh, tap[1]), w_start) {
+            (Some(id), Some(ih), Some(iw)) => {
+                let run_start = zeros.take().unwrap_or(row_start);
+                if row_start + w_lo > run_start {
+                    f(run_start, row_start + w_lo - run_start, None);
+                }
+                f(
+                    row_start + w_lo,
+                    w_hi - w_lo,
+                    Some(((id * h + ih) * w + iw, g.stride[2])),
+                );
+                if ow_n > w_hi {
+                    zeros = Some(row_start + w_hi);
+                }
+            }
+            _ => {
+                zeros.get_or_insert(row_start);
+            }
         }
-        if w_hi > w_lo {
-            f(
-                row_start + w_lo,
-                w_hi - w_lo,
-                Some(((id * h + ih) * w + iw, g.stride[2])),
-            );
+        oh += 1;
+        if oh == oh_n {
+            oh = 0;
+            od += 1;
+            id = g.input_index(0, od, tap[0]);
         }
-        if ow_n > w_hi {
-            f(row_start + w_hi, ow_n - w_hi, None);
-        }
+    }
+    if let Some(start) = zeros {
+        f(start, nr * ow_n - start, None);
     }
 }
 
 /// Fills `col[(c·K + tap), p]` for the group's input channels `xg` and the output rows
 /// `rows = (r0, nr)`; `p` runs over the tile's `nr·Wo` output voxels.
-fn vol2col<T: GemmElement>(
+fn vol2col<T: Float>(
     g: &ConvGeometry,
     xg: &[T],
     out_rows: (usize, usize),
@@ -207,25 +221,15 @@ fn vol2col<T: GemmElement>(
 ) {
     let row_len = out_rows.1 * g.output[2];
     let (taps, volume) = (g.kernel_volume(), g.input_volume());
+    let aligned = rows_align(g);
     let fill = |(row, col_row): (usize, &mut [T])| {
         let channel = &xg[(row / taps) * volume..(row / taps + 1) * volume];
-        for_each_segment(
-            g,
-            unflatten_tap(g, row % taps),
-            out_rows,
-            |start, len, src| {
-                let dst = &mut col_row[start..start + len];
-                match src {
-                    None => dst.fill(T::zero()),
-                    Some((i0, 1)) => dst.copy_from_slice(&channel[i0..i0 + len]),
-                    Some((i0, step)) => {
-                        for (d, &s) in dst.iter_mut().zip(channel[i0..].iter().step_by(step)) {
-                            *d = s;
-                        }
-                    }
-                }
-            },
-        );
+        let tap = unflatten_tap(g, row % taps);
+        if aligned {
+            fill_shifted(g, channel, tap, out_rows, col_row);
+        } else {
+            fill_segments(g, channel, tap, out_rows, col_row);
+        }
     };
     if parallel {
         col.par_chunks_mut(row_len).enumerate().for_each(fill);
@@ -234,8 +238,93 @@ fn vol2col<T: GemmElement>(
     }
 }
 
+/// One column row of [`vol2col`] (input channel `channel` at kernel tap `tap`), segment by
+/// segment of [`for_each_segment`]: any geometry.
+fn fill_segments<T: Float>(
+    g: &ConvGeometry,
+    channel: &[T],
+    tap: [usize; 3],
+    out_rows: (usize, usize),
+    col_row: &mut [T],
+) {
+    for_each_segment(g, tap, out_rows, |start, len, src| {
+        let dst = &mut col_row[start..start + len];
+        match src {
+            None => dst.fill(T::zero()),
+            Some((i0, 1)) => dst.copy_from_slice(&channel[i0..i0 + len]),
+            // Stride 2 (ConvDeconv's encoder): pairs of a known size, which vectorise.
+            Some((i0, 2)) => {
+                for (d, pair) in dst.iter_mut().zip(channel[i0..i0 + 2 * len - 1].chunks(2)) {
+                    *d = pair[0];
+                }
+            }
+            Some((i0, step)) => {
+                for (d, &s) in dst.iter_mut().zip(channel[i0..].iter().step_by(step)) {
+                    *d = s;
+                }
+            }
+        }
+    });
+}
+
+/// Whether each output plane's voxels are a shifted copy of an input plane's: unit stride along
+/// H and W, and input and output of one size along both (SAME convolutions such as RenderNet's
+/// residual blocks, and every flipped input gradient of one).
+fn rows_align(g: &ConvGeometry) -> bool {
+    g.stride[1] == 1 && g.stride[2] == 1 && g.input[1..] == g.output[1..]
+}
+
+/// What [`fill_segments`] writes, where [`rows_align`]: per output depth, one copy of the tap's
+/// input plane shifted by the tap's offset (a few long copies instead of one short copy per
+/// output row), then zeros over the voxels that read padding. With `H × W` planes the tile
+/// position `(oh, ow)` of a depth reads input `(oh + dh, ow + dw)`, a constant shift in flat
+/// indices, so the copy is exact wherever the tap is inside the input; it reads neighbouring
+/// rows' voxels only where the tap is in the padding, and those are zeroed after.
+fn fill_shifted<T: Float>(
+    g: &ConvGeometry,
+    channel: &[T],
+    tap: [usize; 3],
+    (r0, nr): (usize, usize),
+    col_row: &mut [T],
+) {
+    let [_, h, w] = g.input;
+    let (h_lo, h_hi) = g.valid_outputs(1, tap[1]);
+    let (w_lo, w_hi) = g.valid_outputs(2, tap[2]);
+    // Flat input index of output (oh, ow) = 0 at this depth, relative to the input depth.
+    let offset = |axis: usize| (tap[axis] * g.dilation[axis]) as isize - g.pad[axis] as isize;
+    let (dh, dw) = (offset(1), offset(2));
+    let (end, mut r) = (r0 + nr, r0);
+    while r < end {
+        let (od, oh0) = (r / h, r % h);
+        let oh1 = h.min(oh0 + end - r);
+        let block = &mut col_row[(r - r0) * w..(r - r0 + oh1 - oh0) * w];
+        let lo = h_lo.clamp(oh0, oh1);
+        let hi = h_hi.clamp(lo, oh1);
+        match g.input_index(0, od, tap[0]) {
+            Some(id) if hi > lo && w_hi > w_lo => {
+                block[..(lo - oh0) * w].fill(T::zero());
+                block[(hi - oh0) * w..].fill(T::zero());
+                let rows = &mut block[(lo - oh0) * w..(hi - oh0) * w];
+                let shift = ((id * h + lo) * w) as isize + dh * w as isize + dw;
+                let first = (-shift).max(0) as usize;
+                let last = (channel.len() as isize - shift).clamp(0, rows.len() as isize) as usize;
+                if last > first {
+                    let src = (shift + first as isize) as usize;
+                    rows[first..last].copy_from_slice(&channel[src..src + last - first]);
+                }
+                for row in rows.chunks_mut(w) {
+                    row[..w_lo].fill(T::zero());
+                    row[w_hi..].fill(T::zero());
+                }
+            }
+            _ => block.fill(T::zero()),
+        }
+        r += oh1 - oh0;
+    }
+}
+
 /// Adds the column tile back into the group's input channels `dxg`: the adjoint of [`vol2col`].
-fn col2vol<T: GemmElement>(
+fn col2vol<T: Float>(
     g: &ConvGeometry,
     col: &[T],
     out_rows: (usize, usize),
@@ -273,7 +362,7 @@ fn col2vol<T: GemmElement>(
 
 /// Calls `f(group, (r0, nr), col)` for every group and tile of output rows of one sample, with
 /// `col` sized `[C/groups · K, nr·Wo]`.
-fn for_each_tile<T: GemmElement>(
+fn for_each_tile<T: Float>(
     g: &ConvGeometry,
     mut f: impl FnMut(usize, (usize, usize), &mut [T]) -> Result<()>,
 ) -> Result<()> {
@@ -292,7 +381,7 @@ fn for_each_tile<T: GemmElement>(
 
 /// Runs `f(sample_a, sample_b, sample_out, parallel_inside)` over the samples, in parallel
 /// across samples or sequentially with parallel work inside each.
-fn for_each_sample<T: GemmElement>(
+fn for_each_sample<T: Float>(
     g: &ConvGeometry,
     (a, a_len): (&[T], usize),
     (out, out_len): (&mut [T], usize),
@@ -315,7 +404,7 @@ fn for_each_sample<T: GemmElement>(
 
 /// Convolution forward: `y[N, O, Do, Ho, Wo]` from `x[N, C, D, H, W]` and
 /// `w[O, C/groups, kd, kh, kw]`, all contiguous.
-pub fn forward<T: GemmElement>(g: &ConvGeometry, x: &[T], w: &[T], y: &mut [T]) -> Result<()> {
+pub fn forward<T: Float>(g: &ConvGeometry, x: &[T], w: &[T], y: &mut [T]) -> Result<()> {
     let (cg, og) = (g.group_in_channels(), g.group_out_channels());
     let (in_vol, out_vol) = (g.input_volume(), g.output_volume());
     let rows = cg * g.kernel_volume();
@@ -344,25 +433,104 @@ pub fn forward<T: GemmElement>(g: &ConvGeometry, x: &[T], w: &[T], y: &mut [T]) 
                 let xg = &xs[group * cg * in_vol..(group + 1) * cg * in_vol];
                 vol2col(g, xg, (r0, nr), col, par);
                 let p = col.len() / rows;
-                matmul(
-                    (og, p, rows),
-                    ys,
-                    MatView::new(group * og * out_vol + r0 * g.output[2], out_vol, 1),
-                    false,
-                    w,
+                let y_view = MatView::new(group * og * out_vol + r0 * g.output[2], out_vol, 1);
+                let (w_view, col_view) = (
                     MatView::new(group * og * rows, rows, 1),
-                    col,
                     MatView::new(0, p, 1),
-                    par,
-                )
+                );
+                if og < FEW_OUTPUT_CHANNELS {
+                    // As `yᵀ = colᵀ · wᵀ`: the column tile is then gemm's column-major left
+                    // operand, read in place rather than packed, and the tile's voxels fill
+                    // whole register tiles however few the output channels.
+                    let t = |v: MatView| MatView::new(v.offset, v.col_stride, v.row_stride);
+                    matmul(
+                        (p, og, rows),
+                        ys,
+                        t(y_view),
+                        false,
+                        col,
+                        t(col_view),
+                        w,
+                        t(w_view),
+                        par,
+                    )
+                } else {
+                    matmul(
+                        (og, p, rows),
+                        ys,
+                        y_view,
+                        false,
+                        w,
+                        w_view,
+                        col,
+                        col_view,
+                        par,
+                    )
+                }
             })
         },
     )
 }
 
+/// The convolution whose forward is `g`'s input gradient, where `g` has unit stride, is not
+/// pointwise and pads no more than its dilated kernel's reach `dilation·(k − 1)` before each
+/// axis: the correlation of `dy` with the kernel flipped in space and transposed in channels
+/// ([`flip_weight`]), padded by `dilation·(k − 1) − pad` before each axis. Its vol2col copies
+/// runs of `dy`, where the general input gradient's col2vol adds every column back into `dx`.
+fn flipped(g: &ConvGeometry) -> Option<ConvGeometry> {
+    if g.stride != [1; 3] || g.is_pointwise() {
+        return None;
+    }
+    let mut pad = [0; 3];
+    for (a, p) in pad.iter_mut().enumerate() {
+        *p = (g.dilation[a] * (g.kernel[a] - 1)).checked_sub(g.pad[a])?;
+    }
+    Some(ConvGeometry {
+        in_channels: g.out_channels,
+        out_channels: g.in_channels,
+        input: g.output,
+        output: g.input,
+        pad,
+        ..*g
+    })
+}
+
+/// `g`'s weight `[O, C/groups, K]` as the weight of [`flipped`]`(g)`, `[C, O/groups, K]`:
+/// `w'[group·cg + c, o, K − 1 − t] = w[group·og + o, c, t]` (reversing the flat tap index
+/// reverses all three kernel axes).
+fn flip_weight<T: Float>(g: &ConvGeometry, w: &[T]) -> Vec<T> {
+    let (cg, og, taps) = (
+        g.group_in_channels(),
+        g.group_out_channels(),
+        g.kernel_volume(),
+    );
+    let mut flipped = vec![T::zero(); w.len()];
+    for group in 0..g.groups {
+        for o in 0..og {
+            for c in 0..cg {
+                let src = ((group * og + o) * cg + c) * taps;
+                let dst = ((group * cg + c) * og + o) * taps;
+                for t in 0..taps {
+                    flipped[dst + taps - 1 - t] = w[src + t];
+                }
+            }
+        }
+    }
+    flipped
+}
+
 /// Input gradient `dx[N, C, D, H, W]` from `dy[N, O, Do, Ho, Wo]` and the weight; also the
-/// forward of the transposed convolution.
-pub fn backward_input<T: GemmElement>(
+/// forward of the transposed convolution. Unit-stride geometries run as the forward of their
+/// [`flipped`] convolution; the rest as gemm + col2vol.
+pub fn backward_input<T: Float>(g: &ConvGeometry, dy: &[T], w: &[T], dx: &mut [T]) -> Result<()> {
+    if let Some(f) = flipped(g) {
+        return forward(&f, dy, &flip_weight(g, w), dx);
+    }
+    backward_input_col2vol(g, dy, w, dx)
+}
+
+/// The general input gradient: gemm into column tiles, added back into `dx` by [`col2vol`].
+fn backward_input_col2vol<T: Float>(
     g: &ConvGeometry,
     dy: &[T],
     w: &[T],
@@ -420,7 +588,7 @@ pub fn backward_input<T: GemmElement>(
 }
 
 /// Adds the weight gradient of the given samples into `dw[O, C/groups, kd, kh, kw]`.
-fn accumulate_weight_grad<T: GemmElement>(
+fn accumulate_weight_grad<T: Float>(
     g: &ConvGeometry,
     (x, dy): (&[T], &[T]),
     dw: &mut [T],
@@ -471,12 +639,7 @@ fn accumulate_weight_grad<T: GemmElement>(
 
 /// Weight gradient `dw[O, C/groups, kd, kh, kw]` from `x[N, C, D, H, W]` and
 /// `dy[N, O, Do, Ho, Wo]`.
-pub fn backward_weight<T: GemmElement>(
-    g: &ConvGeometry,
-    x: &[T],
-    dy: &[T],
-    dw: &mut [T],
-) -> Result<()> {
+pub fn backward_weight<T: Float>(g: &ConvGeometry, x: &[T], dy: &[T], dw: &mut [T]) -> Result<()> {
     dw.fill(T::zero());
     let (x_len, dy_len) = (
         g.in_channels * g.input_volume(),
@@ -506,4 +669,173 @@ pub fn backward_weight<T: GemmElement>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| (((i + seed) * 7919) % 2001) as f64 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn flipped_input_gradient_matches_col2vol() -> Result<()> {
+        // (C, O, groups, input, kernel, dilation, pad before, pad after)
+        let cases = [
+            (
+                3,
+                4,
+                1,
+                [5, 6, 7],
+                [3, 3, 3],
+                [1, 1, 1],
+                [1, 1, 1],
+                [1, 1, 1],
+            ),
+            (
+                4,
+                6,
+                2,
+                [6, 5, 8],
+                [2, 3, 4],
+                [2, 1, 1],
+                [2, 0, 1],
+                [0, 3, 2],
+            ),
+            (
+                2,
+                2,
+                1,
+                [4, 4, 4],
+                [4, 1, 3],
+                [1, 1, 2],
+                [3, 0, 4],
+                [0, 0, 0],
+            ),
+        ];
+        for (c, o, groups, input, kernel, dilation, before, after) in cases {
+            let mut output = [0; 3];
+            for a in 0..3 {
+                output[a] = input[a] + before[a] + after[a] - dilation[a] * (kernel[a] - 1);
+            }
+            let g = ConvGeometry {
+                batch: 2,
+                in_channels: c,
+                out_channels: o,
+                groups,
+                input,
+                output,
+                kernel,
+                stride: [1; 3],
+                dilation,
+                pad: before,
+            };
+            assert!(flipped(&g).is_some(), "{g:?}");
+            let dy = values(g.batch * o * g.output_volume(), 1);
+            let w = values(o * (c / groups) * g.kernel_volume(), 2);
+            let n = g.batch * c * g.input_volume();
+            let (mut fast, mut plain) = (vec![0.0; n], vec![0.0; n]);
+            backward_input(&g, &dy, &w, &mut fast)?;
+            backward_input_col2vol(&g, &dy, &w, &mut plain)?;
+            for (i, (a, b)) in fast.iter().zip(&plain).enumerate() {
+                assert!((a - b).abs() < 1e-12, "{g:?} at {i}: {a} vs {b}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn shifted_plane_copies_match_segments() {
+        // (input [D, H, W], kernel, dilation, pad, depth stride): output H, W = input H, W.
+        let cases = [
+            ([5, 4, 6], [3, 3, 3], [1, 1, 1], [1, 1, 1], 1),
+            ([4, 5, 3], [2, 4, 3], [1, 1, 2], [0, 2, 3], 2),
+            ([1, 6, 6], [1, 3, 3], [1, 2, 1], [0, 2, 1], 1),
+            ([3, 2, 2], [3, 5, 5], [1, 1, 1], [1, 2, 2], 1),
+        ];
+        for (input, kernel, dilation, pad, sd) in cases {
+            let depth = (input[0] + 2 * pad[0] - dilation[0] * (kernel[0] - 1) - 1) / sd + 1;
+            let g = ConvGeometry {
+                batch: 1,
+                in_channels: 1,
+                out_channels: 1,
+                groups: 1,
+                input,
+                output: [depth, input[1], input[2]],
+                kernel,
+                stride: [sd, 1, 1],
+                dilation,
+                pad,
+            };
+            assert!(rows_align(&g), "{g:?}");
+            let channel = values(g.input_volume(), 3);
+            let out_rows = depth * input[1];
+            for t in 0..g.kernel_volume() {
+                let tap = unflatten_tap(&g, t);
+                for (r0, nr) in [(0, out_rows), (1, out_rows - 1), (0, 1), (2, out_rows / 2)] {
+                    let len = nr * input[2];
+                    let (mut fast, mut plain) = (vec![f64::NAN; len], vec![f64::NAN; len]);
+                    fill_shifted(&g, &channel, tap, (r0, nr), &mut fast);
+                    fill_segments(&g, &channel, tap, (r0, nr), &mut plain);
+                    assert_eq!(fast, plain, "{g:?} tap {tap:?} rows {r0}+{nr}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forward_matches_reference_in_both_gemm_orientations() -> Result<()> {
+        for out_channels in [FEW_OUTPUT_CHANNELS - 1, FEW_OUTPUT_CHANNELS] {
+            let g = ConvGeometry {
+                batch: 2,
+                in_channels: 3,
+                out_channels,
+                groups: 1,
+                input: [4, 5, 3],
+                output: [2, 5, 3],
+                kernel: [3, 3, 3],
+                stride: [2, 1, 1],
+                dilation: [1; 3],
+                pad: [1; 3],
+            };
+            let x = values(g.batch * 3 * g.input_volume(), 4);
+            let w = values(out_channels * 3 * g.kernel_volume(), 5);
+            let mut y = vec![0.0; g.batch * out_channels * g.output_volume()];
+            forward(&g, &x, &w, &mut y)?;
+            let want = super::super::reference::conv3d_forward(&g, &x, &w);
+            for (i, (a, b)) in y.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() < 1e-12,
+                    "{out_channels} channels at {i}: {a} vs {b}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn padding_beyond_the_kernel_reach_is_not_flipped() {
+        let g = ConvGeometry {
+            batch: 1,
+            in_channels: 1,
+            out_channels: 1,
+            groups: 1,
+            input: [4; 3],
+            output: [8; 3],
+            kernel: [3; 3],
+            stride: [1; 3],
+            dilation: [1; 3],
+            pad: [3; 3],
+        };
+        assert!(flipped(&g).is_none());
+        assert!(flipped(&ConvGeometry { pad: [2; 3], ..g }).is_some());
+        assert!(flipped(&ConvGeometry {
+            stride: [1, 2, 1],
+            ..g
+        })
+        .is_none());
+    }
 }

@@ -14,11 +14,9 @@ mod kernels;
 pub mod reference;
 
 pub use geometry::{ColumnTile, ConvGeometry};
-use kernels::GemmElement;
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
-use std::borrow::Cow;
+use crate::dispatch::{kernel_dtype, run_cpu, Float, Kernel};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// Parameters of [`conv3d`], with PyTorch's names. Per-axis values are ordered `[D, H, W]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,50 +273,6 @@ fn check_channels(op: &str, in_channels: usize, out_channels: usize, groups: usi
     Ok(())
 }
 
-/// The dtype the kernels run in for `dtype`: f16/bf16 are computed in f32.
-pub(crate) fn kernel_dtype(op: &str, dtype: DType) -> Result<DType> {
-    match dtype {
-        DType::F32 | DType::F64 => Ok(dtype),
-        DType::F16 | DType::BF16 => Ok(DType::F32),
-        other => candle_core::bail!("{op}: unsupported dtype {other:?}, expected a float type"),
-    }
-}
-
-/// The elements of a tensor's storage in row-major order, borrowed when already contiguous.
-pub(crate) fn contiguous_data<'a, T: Copy>(
-    op: &str,
-    data: &'a [T],
-    layout: &Layout,
-) -> Result<Cow<'a, [T]>> {
-    let short = || {
-        candle_core::Error::Msg(format!(
-            "{op}: storage is shorter than its layout {layout:?}"
-        ))
-    };
-    if let Some((start, end)) = layout.contiguous_offsets() {
-        return data.get(start..end).map(Cow::Borrowed).ok_or_else(short);
-    }
-    let (dims, strides) = (layout.dims(), layout.stride());
-    let count = layout.shape().elem_count();
-    let mut out = Vec::with_capacity(count);
-    let mut index = vec![0usize; dims.len()];
-    let mut offset = layout.start_offset();
-    for _ in 0..count {
-        out.push(*data.get(offset).ok_or_else(short)?);
-        // Odometer step: bump the last axis, carrying into earlier ones.
-        for a in (0..dims.len()).rev() {
-            index[a] += 1;
-            offset += strides[a];
-            if index[a] < dims[a] {
-                break;
-            }
-            offset -= strides[a] * dims[a];
-            index[a] = 0;
-        }
-    }
-    Ok(Cow::Owned(out))
-}
-
 fn run_conv(
     op: &str,
     x: &Tensor,
@@ -387,17 +341,6 @@ impl ConvOp {
         }
     }
 
-    fn run<T: GemmElement>(&self, a: &[T], b: &[T]) -> Result<Vec<T>> {
-        let mut out = vec![T::zero(); self.dims().2.iter().product()];
-        let g = &self.geometry;
-        match self.pass {
-            Pass::Forward => kernels::forward(g, a, b, &mut out)?,
-            Pass::BackwardInput => kernels::backward_input(g, a, b, &mut out)?,
-            Pass::BackwardWeight => kernels::backward_weight(g, a, b, &mut out)?,
-        }
-        Ok(out)
-    }
-
     fn with_pass(&self, pass: Pass) -> Self {
         Self { pass, ..*self }
     }
@@ -417,6 +360,19 @@ impl ConvOp {
     }
 }
 
+impl Kernel<2> for ConvOp {
+    fn run<T: Float>(&self, [a, b]: [&[T]; 2]) -> Result<Vec<T>> {
+        let mut out = vec![T::zero(); self.dims().2.iter().product()];
+        let g = &self.geometry;
+        match self.pass {
+            Pass::Forward => kernels::forward(g, a, b, &mut out)?,
+            Pass::BackwardInput => kernels::backward_input(g, a, b, &mut out)?,
+            Pass::BackwardWeight => kernels::backward_weight(g, a, b, &mut out)?,
+        }
+        Ok(out)
+    }
+}
+
 impl CustomOp2 for ConvOp {
     fn name(&self) -> &'static str {
         match self.pass {
@@ -433,23 +389,8 @@ impl CustomOp2 for ConvOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let name = self.name();
         let shape = self.result_shape(l1, l2)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-                let (a, b) = (contiguous_data(name, a, l1)?, contiguous_data(name, b, l2)?);
-                CpuStorage::F32(self.run(&a, &b)?)
-            }
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-                let (a, b) = (contiguous_data(name, a, l1)?, contiguous_data(name, b, l2)?);
-                CpuStorage::F64(self.run(&a, &b)?)
-            }
-            _ => candle_core::bail!(
-                "{name}: operands must both be f32 or both f64, got {:?} and {:?}",
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
+        let out = run_cpu(self.name(), self, [(s1, l1), (s2, l2)])?;
         Ok((out, shape))
     }
 
@@ -500,7 +441,7 @@ impl CustomOp2 for ConvOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     #[test]
     fn tf_same_gives_ceil_output() -> Result<()> {

@@ -2,5 +2,6 @@
 
 pub mod activation;
 pub mod conv;
+pub mod dropout;
 pub mod linear;
 pub mod norm;

@@ -1,6 +1,6 @@
 //! Layer normalisation whose gradient flows (candle-nn's fused `layer_norm` records none).
 
-use crate::conv::kernel_dtype;
+use crate::dispatch::kernel_dtype;
 use candle_core::{bail, Module, Result, Shape, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
