@@ -277,7 +277,6 @@ impl CustomOp2 for Channelwise {
         _y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let n = x.elem_count();
         let packed = x.apply_op3_no_bwd(
             param,
             &grad.contiguous()?,
@@ -286,10 +285,24 @@ impl CustomOp2 for Channelwise {
                 plane: self.plane,
             },
         )?;
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dparam = packed.narrow(0, n, self.channels)?;
+        let (dx, dparam) = unpack_grads(&packed, x.shape(), self.channels)?;
         Ok((Some(dx), Some(dparam)))
     }
+}
+
+/// Splits the packed output of a fused per-channel backward, `[dx (flattened), dparam]`, into
+/// `dx` with the input's `shape` and `dparam` `[C]`. One output keeps the backward a single
+/// pass over the input that also accumulates the per-channel sums.
+pub(crate) fn unpack_grads(
+    packed: &Tensor,
+    shape: &Shape,
+    channels: usize,
+) -> Result<(Tensor, Tensor)> {
+    let n = shape.elem_count();
+    Ok((
+        packed.narrow(0, 0, n)?.reshape(shape)?,
+        packed.narrow(0, n, channels)?,
+    ))
 }
 
 /// The fused backward op on `(x, param, dy)`: `[dx (flattened), dparam]`, one vector of

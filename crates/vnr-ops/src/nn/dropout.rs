@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::channelwise::unpack_grads;
 use crate::dispatch::{run_cpu, Float, Kernel};
 
 /// SplitMix64's increment (the golden ratio in 64-bit fixed point).
@@ -295,7 +296,6 @@ impl CustomOp2 for BiasReluDropout {
         y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let n = x.elem_count();
         let packed = y.apply_op2_no_bwd(
             &grad.contiguous()?,
             &BiasReluDropoutGrad {
@@ -303,8 +303,7 @@ impl CustomOp2 for BiasReluDropout {
                 scale: self.scale,
             },
         )?;
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dbias = packed.narrow(0, n, self.channels)?;
+        let (dx, dbias) = unpack_grads(&packed, x.shape(), self.channels)?;
         Ok((Some(dx), Some(dbias)))
     }
 }
