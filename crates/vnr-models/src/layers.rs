@@ -6,12 +6,8 @@
 //! 2D layers run on `vnr_ops`' 3D kernels with a depth axis of 1: one implementation (and one
 //! tested backward) for both ranks, and asymmetric padding for free.
 
-use std::sync::Mutex;
-
 use candle_core::{bail, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use vnr_ops::channelwise::{bias_add, bias_leaky_relu};
 use vnr_ops::conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 
@@ -353,71 +349,6 @@ impl candle_core::Module for ConvTranspose {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // The bias comes after the crop so that TF's zero-filled positions get it too.
         bias_add(&self.unbiased(x)?, &self.bias)
-    }
-}
-
-/// Dropout masks drawn from a seedable ChaCha8 generator, so training runs are reproducible
-/// (candle's own dropout draws from an unseedable source on the CPU).
-#[derive(Debug)]
-pub struct SeededDropout {
-    rng: Mutex<ChaCha8Rng>,
-}
-
-impl SeededDropout {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self {
-            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
-        }
-    }
-
-    /// Restarts the mask sequence from `seed`.
-    pub fn reseed(&self, seed: u64) {
-        if let Ok(mut rng) = self.rng.lock() {
-            *rng = ChaCha8Rng::seed_from_u64(seed);
-        }
-    }
-
-    /// Zeroes each element with probability `drop_prob` and scales the rest by
-    /// `1 / (1 − drop_prob)` when `train`; the identity otherwise or when `drop_prob` is 0.
-    pub fn apply(&self, x: &Tensor, drop_prob: f64, train: bool) -> Result<Tensor> {
-        if !train || drop_prob == 0.0 {
-            return Ok(x.clone());
-        }
-        if !(0.0..1.0).contains(&drop_prob) {
-            bail!("dropout: probability {drop_prob} must be in [0, 1)");
-        }
-        let scale = (1.0 / (1.0 - drop_prob)) as f32;
-        let mask: Vec<f32> = {
-            let mut rng = self
-                .rng
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("dropout: generator lock poisoned".into()))?;
-            (0..x.elem_count())
-                .map(|_| {
-                    if rng.random::<f64>() < drop_prob {
-                        0.0
-                    } else {
-                        scale
-                    }
-                })
-                .collect()
-        };
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        x.mul(&mask)
-    }
-}
-
-impl Clone for SeededDropout {
-    fn clone(&self) -> Self {
-        let rng = self
-            .rng
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
-        Self {
-            rng: Mutex::new(rng),
-        }
     }
 }
 

@@ -39,11 +39,12 @@ use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vnr_ops::nn::activation::PReLU;
+use vnr_ops::nn::dropout::{dropout, DropoutKeys};
 use vnr_render::rendernet::{resample_to_camera, ResampleConfig};
 
 use crate::config::{parse_json, read_text};
 use crate::layers::{
-    fold_into_channels, folded_dims, Conv, ConvTranspose, Crop, Padding, ParamSpec, SeededDropout,
+    fold_into_channels, folded_dims, Conv, ConvTranspose, Crop, Padding, ParamSpec,
 };
 use crate::summary::Summary;
 use crate::ConfigError;
@@ -463,12 +464,15 @@ impl<L: ShapedLayer> ActivatedConv<L> {
     fn forward(
         &self,
         x: &Tensor,
-        dropout: &SeededDropout,
+        dropout_keys: &DropoutKeys,
         drop_prob: f64,
         train: bool,
     ) -> Result<Tensor> {
         let y = self.prelu.forward(&self.layer.forward(x)?)?;
-        dropout.apply(&y, drop_prob, train)
+        if !train || drop_prob == 0.0 {
+            return Ok(y);
+        }
+        dropout(&y, drop_prob, dropout_keys.next_key())
     }
 
     fn describe(&self, s: &mut Summary, dims: &[usize], kind: &str) -> Result<Vec<usize>> {
@@ -496,7 +500,7 @@ pub struct RenderNet {
     conv6: ActivatedConv<Conv>,
     deconvs: Vec<ActivatedConv<ConvTranspose>>,
     output: ConvTranspose,
-    dropout: SeededDropout,
+    dropout_keys: DropoutKeys,
 }
 
 impl RenderNet {
@@ -542,7 +546,7 @@ impl RenderNet {
             cin = cout;
         }
         let output = tf_deconv(cin, cfg.out_channels, 1, vb.pp("e_conv11"))?;
-        let dropout = SeededDropout::new(cfg.dropout_seed);
+        let dropout_keys = DropoutKeys::new(cfg.dropout_seed);
         Ok(Self {
             cfg,
             conv3d,
@@ -554,7 +558,7 @@ impl RenderNet {
             conv6,
             deconvs,
             output,
-            dropout,
+            dropout_keys,
         })
     }
 
@@ -565,7 +569,7 @@ impl RenderNet {
 
     /// Restarts the dropout masks from `seed`.
     pub fn reseed_dropout(&self, seed: u64) {
-        self.dropout.reseed(seed);
+        self.dropout_keys.reseed(seed);
     }
 
     fn resample_config(&self) -> ResampleConfig {
@@ -608,20 +612,20 @@ impl RenderNet {
             dims => bail!("rendernet: expected an image-aligned grid [B, 1, rows, cols, {depth}], got {dims:?}"),
         }
         let drop_prob = 1.0 - self.cfg.keep_prob;
-        let dropout = &self.dropout;
+        let keys = &self.dropout_keys;
         let mut x = x.clone();
         for layer in &self.conv3d {
-            x = layer.forward(&x, dropout, drop_prob, train)?;
+            x = layer.forward(&x, keys, drop_prob, train)?;
         }
         let x = self.res1.forward(&x)?;
         let x = fold_into_channels(&x, DEPTH_AXIS)?;
-        let x = self.projection.forward(&x, dropout, drop_prob, train)?;
+        let x = self.projection.forward(&x, keys, drop_prob, train)?;
         let x = self.res2.forward(&x)?;
-        let x = self.conv5.forward(&x, dropout, drop_prob, train)?;
+        let x = self.conv5.forward(&x, keys, drop_prob, train)?;
         let x = self.res3.forward(&x)?;
-        let mut x = self.conv6.forward(&x, dropout, drop_prob, train)?;
+        let mut x = self.conv6.forward(&x, keys, drop_prob, train)?;
         for layer in &self.deconvs {
-            x = layer.forward(&x, dropout, drop_prob, train)?;
+            x = layer.forward(&x, keys, drop_prob, train)?;
         }
         candle_nn::ops::sigmoid(&self.output.forward(&x)?)
     }

@@ -17,16 +17,12 @@
 /// The environment variable candle 0.11 sizes its barrier pool by.
 pub const CANDLE_NUM_THREADS: &str = "CANDLE_NUM_THREADS";
 
-/// Sets `CANDLE_NUM_THREADS=1` unless the variable is already set (a user's choice wins), and
-/// returns the value in effect. Call it at the start of `main`, before any other thread exists
-/// and before the first candle op: it changes the process environment, and candle reads the
-/// variable only when its pool first starts.
-pub fn single_pool() -> String {
-    match std::env::var(CANDLE_NUM_THREADS) {
-        Ok(set) => set,
-        Err(_) => {
-            std::env::set_var(CANDLE_NUM_THREADS, "1");
-            "1".to_string()
-        }
+/// Sets `CANDLE_NUM_THREADS=1` unless the variable is already set (a user's choice wins). Call
+/// it at the start of `main`, before any other thread exists and before the first candle op: it
+/// changes the process environment, and candle reads the variable only when its pool first
+/// starts.
+pub fn single_pool() {
+    if std::env::var_os(CANDLE_NUM_THREADS).is_none() {
+        std::env::set_var(CANDLE_NUM_THREADS, "1");
     }
 }

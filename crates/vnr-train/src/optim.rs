@@ -61,6 +61,15 @@ impl Default for AdamConfig {
     }
 }
 
+impl AdamConfig {
+    /// The weight decay in effect: the configured one, or PyTorch's default for the variant
+    /// (0.01 for AdamW, whose decay is `decoupled`, 0 for Adam).
+    fn effective_weight_decay(&self, decoupled: bool) -> f64 {
+        self.weight_decay
+            .unwrap_or(if decoupled { 0.01 } else { 0.0 })
+    }
+}
+
 /// `torch.optim.RMSprop` hyper-parameters. `Default` is PyTorch's: alpha 0.99, eps 1e-8, no
 /// momentum, not centered, no weight decay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -571,7 +580,7 @@ fn adam_fused<T: Float>(
     }
     let t = T::from_f64;
     let zero = T::zero();
-    let weight_decay = c.weight_decay.unwrap_or(if decoupled { 0.01 } else { 0.0 });
+    let weight_decay = c.effective_weight_decay(decoupled);
     let decay = if decoupled {
         1.0 - lr * weight_decay
     } else {
@@ -626,7 +635,7 @@ fn adam_update_reference(
     mut grad: Tensor,
     state: &mut ParamState,
 ) -> Result<Tensor> {
-    let weight_decay = c.weight_decay.unwrap_or(if decoupled { 0.01 } else { 0.0 });
+    let weight_decay = c.effective_weight_decay(decoupled);
     if weight_decay != 0.0 {
         if decoupled {
             p = (p * (1.0 - lr * weight_decay))?;
