@@ -136,8 +136,8 @@ fn forward_backward(case: &Case, x: &Var, w: Option<&Var>, r: &Tensor) -> Result
 }
 
 fn bench(c: &mut Criterion) {
-    // As vnr's programs run: candle's element-wise ops on the calling thread.
-    vnr_ops::threads::single_pool();
+    // As vnr's programs run: candle's element-wise ops on the calling thread, freed tensors kept.
+    vnr_ops::configure_process_for_training();
     let mut group = c.benchmark_group("conv3d_fwd_bwd");
     group.sample_size(10);
     for case in cases() {

@@ -22,7 +22,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod allocator;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -41,14 +40,6 @@ pub use error::{Result, TrainError};
 pub use model::{Model, StepOutput};
 pub use trainer::Trainer;
 
-/// Process-wide settings for a binary that trains on the CPU: candle's element-wise ops run on
-/// the calling thread instead of a second, spinning pool beside rayon's
-/// ([`vnr_ops::threads::single_pool`]), and large freed blocks are kept for reuse instead of
-/// being unmapped and faulted in again ([`allocator::keep_freed_memory`]).
-///
-/// A library never calls this for its user. Call it first thing in `main`, before any other
-/// thread starts and before the first candle op.
-pub fn configure_process_for_training() {
-    vnr_ops::threads::single_pool();
-    allocator::keep_freed_memory();
-}
+/// Process-wide settings for a binary that trains on the CPU; see
+/// [`vnr_ops::configure_process_for_training`].
+pub use vnr_ops::configure_process_for_training;
