@@ -23,6 +23,7 @@ CASES = {
     "convdeconv_maxpool_3s1p1_32": ([1, 64, 32, 32, 32], None, lambda x, w: F.max_pool3d(x, 3, 1, 1)),
     "convdeconv_maxpool_3s1p1_64": ([1, 64, 64, 64, 64], None, lambda x, w: F.max_pool3d(x, 3, 1, 1)),
     "rendernet_res_32ch_k3": conv([1, 32, 64, 64, 32], [32, 32, 3, 3, 3], 1, 1),
+    "rendernet_small_res_8ch_k3": conv([1, 8, 32, 32, 16], [8, 8, 3, 3, 3], 1, 1),
     "large_256to512_k4s2p1_16": conv([1, 256, 16, 16, 16], [512, 256, 4, 4, 4], 2, 1),
     "large_convT_512to256_k4s2p1_8": (
         [1, 512, 8, 8, 8],

@@ -4,13 +4,16 @@ same thread count.
 
     /work/pyvenv/bin/python tools/bench/grid_sample_peer.py [--threads 2] [--repeat 10] [FILTER]
 
-Prints one line per case: name, median and minimum milliseconds.
+Prints one line per case: name, median and minimum milliseconds, then, where our criterion bench
+has been run (`cargo bench -p vnr-ops --bench grid_sample`), our median and the ratio ours / theirs.
 """
 
 import torch.nn.functional as F
 
-from torch_peer import filled, parse_args, time_backward
+from torch_peer import criterion_median_ms, filled, parse_args, time_backward
 
+
+GROUP = "grid_sample3d_fwd_bwd"
 
 # name: (input shape, grid shape, mode, padding_mode, align_corners)
 CASES = {
@@ -32,7 +35,10 @@ def main():
         def run():
             return F.grid_sample(x, g, mode=mode, padding_mode=padding, align_corners=align)
 
-        time_backward(name, run, [x, g], args.repeat)
+        theirs = time_backward(name, run, [x, g], args.repeat)
+        ours = criterion_median_ms(GROUP, name)
+        if ours is not None:
+            print(f"{'':32s} ours   {ours:9.2f} ms   ours / theirs = {ours / theirs:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 //! Building blocks shared by the models: 2D/3D convolutions with explicit, PyTorch or
 //! TensorFlow "SAME" padding, transposed convolutions with TensorFlow's output cropping
-//! (their bias added by `vnr_ops`' fused per-channel ops, alone or with LeakyReLU), and
-//! dropout driven by a seedable generator.
+//! (their bias added by `vnr_ops`' fused per-channel ops, alone, with LeakyReLU or PReLU, or
+//! with a residual add), and dropout driven by a seedable generator.
 //!
 //! 2D layers run on `vnr_ops`' 3D kernels with a depth axis of 1: one implementation (and one
 //! tested backward) for both ranks, and asymmetric padding for free.
 
 use candle_core::{bail, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
-use vnr_ops::channelwise::{bias_add, bias_leaky_relu};
+use vnr_ops::channelwise::{bias_add, bias_leaky_relu, bias_prelu, bias_residual_add};
 use vnr_ops::conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 
 /// How a convolution pads its input.
@@ -195,6 +195,18 @@ impl Conv {
     pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
         bias_leaky_relu(&self.unbiased(x)?, &self.bias, slope)
     }
+
+    /// `PReLU(conv(x) + bias)` with slopes `alpha` `[O]`, the bias fused into the activation
+    /// ([`bias_prelu`]).
+    pub fn forward_prelu(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
+        bias_prelu(&self.unbiased(x)?, &self.bias, alpha)
+    }
+
+    /// `conv(x) + bias + skip` (`skip` of the output's shape), the bias fused into the
+    /// residual add ([`bias_residual_add`]).
+    pub fn forward_residual(&self, x: &Tensor, skip: &Tensor) -> Result<Tensor> {
+        bias_residual_add(&self.unbiased(x)?, &self.bias, skip)
+    }
 }
 
 impl candle_core::Module for Conv {
@@ -342,6 +354,12 @@ impl ConvTranspose {
     /// ([`bias_leaky_relu`]).
     pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
         bias_leaky_relu(&self.unbiased(x)?, &self.bias, slope)
+    }
+
+    /// `PReLU(conv_transpose(x) + bias)` with slopes `alpha` `[O]`, the bias fused into the
+    /// activation ([`bias_prelu`]).
+    pub fn forward_prelu(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
+        bias_prelu(&self.unbiased(x)?, &self.bias, alpha)
     }
 }
 

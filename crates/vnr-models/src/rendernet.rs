@@ -38,7 +38,6 @@ use candle_core::{bail, Module, ModuleT, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use vnr_ops::nn::activation::PReLU;
 use vnr_ops::nn::dropout::{dropout, DropoutKeys};
 use vnr_render::rendernet::{resample_to_camera, ResampleConfig};
 
@@ -300,8 +299,10 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // ReLU fused with conv1's bias: LeakyReLU with slope 0, gradient 0 at 0 as PyTorch's.
-        self.conv2.forward(&self.conv1.forward_leaky(x, 0.0)?)? + x
+        // ReLU fused with conv1's bias: LeakyReLU with slope 0, gradient 0 at 0 as PyTorch's;
+        // conv2's bias fused with the residual add.
+        self.conv2
+            .forward_residual(&self.conv1.forward_leaky(x, 0.0)?, x)
     }
 
     fn param_count(&self) -> usize {
@@ -351,7 +352,7 @@ impl ResStage {
         for block in &self.blocks {
             y = block.forward(&y)?;
         }
-        self.skip.forward(&y)? + x
+        self.skip.forward_residual(&y, x)
     }
 
     fn describe(&self, s: &mut Summary, dims: &[usize]) {
@@ -408,9 +409,9 @@ fn tf_deconv(cin: usize, cout: usize, stride: usize, vb: VarBuilder) -> Result<C
     )
 }
 
-/// PReLU with TensorFlow's variable name `alpha`, initialised to 0.
-fn tf_prelu(channels: usize, vb: VarBuilder) -> Result<PReLU> {
-    PReLU::new(vb.get_with_hints(channels, "alpha", Init::Const(0.0))?)
+/// PReLU slopes `[C]` with TensorFlow's variable name `alpha`, initialised to 0.
+fn tf_prelu(channels: usize, vb: VarBuilder) -> Result<Tensor> {
+    vb.get_with_hints(channels, "alpha", Init::Const(0.0))
 }
 
 /// A convolution (or transposed convolution) followed by PReLU and dropout.
@@ -418,16 +419,22 @@ fn tf_prelu(channels: usize, vb: VarBuilder) -> Result<PReLU> {
 struct ActivatedConv<L> {
     name: String,
     layer: L,
-    prelu: PReLU,
+    /// PReLU slopes `[C]`.
+    alpha: Tensor,
 }
 
 /// What [`ActivatedConv`] needs of its layer.
-trait ShapedLayer: Module {
+trait ShapedLayer {
+    /// `PReLU(layer(x) + bias)`, the bias fused into the activation.
+    fn forward_prelu(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor>;
     fn output_dims(&self, input: &[usize]) -> Result<Vec<usize>>;
     fn param_count(&self) -> usize;
 }
 
 impl ShapedLayer for Conv {
+    fn forward_prelu(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
+        Conv::forward_prelu(self, x, alpha)
+    }
     fn output_dims(&self, input: &[usize]) -> Result<Vec<usize>> {
         Conv::output_dims(self, input)
     }
@@ -437,6 +444,9 @@ impl ShapedLayer for Conv {
 }
 
 impl ShapedLayer for ConvTranspose {
+    fn forward_prelu(&self, x: &Tensor, alpha: &Tensor) -> Result<Tensor> {
+        ConvTranspose::forward_prelu(self, x, alpha)
+    }
     fn output_dims(&self, input: &[usize]) -> Result<Vec<usize>> {
         ConvTranspose::output_dims(self, input)
     }
@@ -457,7 +467,7 @@ impl<L: ShapedLayer> ActivatedConv<L> {
         Ok(Self {
             name: name.to_string(),
             layer: make(scope.pp(name))?,
-            prelu: tf_prelu(channels, scope)?,
+            alpha: tf_prelu(channels, scope)?,
         })
     }
 
@@ -468,7 +478,7 @@ impl<L: ShapedLayer> ActivatedConv<L> {
         drop_prob: f64,
         train: bool,
     ) -> Result<Tensor> {
-        let y = self.prelu.forward(&self.layer.forward(x)?)?;
+        let y = self.layer.forward_prelu(x, &self.alpha)?;
         if !train || drop_prob == 0.0 {
             return Ok(y);
         }
@@ -481,7 +491,7 @@ impl<L: ShapedLayer> ActivatedConv<L> {
             &self.name,
             kind,
             &out,
-            self.layer.param_count() + self.prelu.weight().elem_count(),
+            self.layer.param_count() + self.alpha.elem_count(),
         );
         Ok(out)
     }

@@ -98,6 +98,15 @@ fn cases() -> Vec<Case> {
             1,
             1,
         ),
+        // The same block in RenderNet's small config (`RenderNetConfig::small()`): 8 channels
+        // on 32×32×16.
+        conv(
+            "rendernet_small_res_8ch_k3",
+            [1, 8, 32, 32, 16],
+            [8, 8, 3, 3, 3],
+            1,
+            1,
+        ),
         // Large-channel 4³ stride-2 encoder layer and its decoder twin.
         conv(
             "large_256to512_k4s2p1_16",

@@ -291,6 +291,87 @@ fn grid_point<T: Copy>(grid: &[T], pi: usize) -> [T; 3] {
     [grid[pi * 3], grid[pi * 3 + 1], grid[pi * 3 + 2]]
 }
 
+/// Nearest mode: the voxel each point of the grid `[N, P, 3]` reads, `usize::MAX` (so that
+/// `get` finds nothing) where it falls outside the volume.
+fn nearest_voxels<T: Float>(grid: &[T], dims: &SampleDims, p: &GridSampleParams) -> Vec<usize> {
+    let mut voxels = vec![usize::MAX; dims.n * dims.points()];
+    voxels
+        .par_chunks_mut(POINT_TILE)
+        .zip(grid.par_chunks(POINT_TILE * 3))
+        .for_each(|(slots, points)| {
+            let mut taps = Taps::empty();
+            for (i, slot) in slots.iter_mut().enumerate() {
+                taps.set::<false>(grid_point(points, i), dims, p);
+                if taps.len == 1 {
+                    *slot = taps.voxel[0];
+                }
+            }
+        });
+    voxels
+}
+
+/// Points one nearest-mode gather task copies.
+const GATHER_CHUNK: usize = 8192;
+
+/// Nearest-mode forward: each point's voxel is found once, then each channel plane is gathered
+/// on its own (channel-outer), so that its reads stay within one plane's cache footprint and
+/// are independent of each other.
+fn nearest_forward<T: Float>(
+    input: &[T],
+    grid: &[T],
+    dims: &SampleDims,
+    p: &GridSampleParams,
+) -> Vec<T> {
+    let (points, voxels, channels) = (dims.points(), dims.voxels(), dims.c);
+    let mut out = vec![T::zero(); dims.n * channels * points];
+    if out.is_empty() {
+        return out;
+    }
+    let at = nearest_voxels(grid, dims, p);
+    out.par_chunks_mut(points)
+        .enumerate()
+        .for_each(|(plane_index, plane_out)| {
+            let plane = &input[plane_index * voxels..(plane_index + 1) * voxels];
+            let b = plane_index / channels;
+            let at = &at[b * points..(b + 1) * points];
+            plane_out
+                .par_chunks_mut(GATHER_CHUNK)
+                .zip(at.par_chunks(GATHER_CHUNK))
+                .for_each(|(o, at)| {
+                    for (o, &v) in o.iter_mut().zip(at) {
+                        *o = plane.get(v).copied().unwrap_or(T::zero());
+                    }
+                });
+        });
+    out
+}
+
+/// Nearest-mode input gradient, added to `grad_input`: each channel plane's scatter-add runs
+/// over all points on its own, one task per (batch, channel) plane. The grid gradient of
+/// nearest sampling is zero.
+fn nearest_backward<T: Float>(
+    grid: &[T],
+    grad_out: &[T],
+    dims: &SampleDims,
+    p: &GridSampleParams,
+    grad_input: &mut [T],
+) {
+    let (points, voxels, channels) = (dims.points(), dims.voxels(), dims.c);
+    let at = nearest_voxels(grid, dims, p);
+    grad_input
+        .par_chunks_mut(voxels)
+        .zip(grad_out.par_chunks(points))
+        .enumerate()
+        .for_each(|(plane_index, (plane_grad, g))| {
+            let b = plane_index / channels;
+            for (&v, &g) in at[b * points..(b + 1) * points].iter().zip(g) {
+                if let Some(slot) = plane_grad.get_mut(v) {
+                    *slot += g;
+                }
+            }
+        });
+}
+
 /// Output points one forward task computes.
 const POINT_TILE: usize = 512;
 
@@ -304,6 +385,9 @@ pub fn forward_kernel<T: Float>(
     dims: &SampleDims,
     p: &GridSampleParams,
 ) -> Vec<T> {
+    if p.mode == GridSampleMode::Nearest {
+        return nearest_forward(input, grid, dims, p);
+    }
     let (points, voxels, channels) = (dims.points(), dims.voxels(), dims.c);
     let mut out = vec![T::zero(); dims.n * channels * points];
     if out.is_empty() {
@@ -397,10 +481,12 @@ fn backward_points<T: Float, const GRAD: bool>(
 
 /// Fused backward kernel: input `[N, C, D, H, W]`, grid `[N, P, 3]` and output gradient
 /// `[N, C, P]` → `grad_input` `[N, C, D, H, W]` and `grad_grid` `[N, P, 3]` (zero in nearest
-/// mode), both overwritten.
+/// mode), both added to: they must start at zero.
 ///
-/// One pass over the points computes both. Race-free: tasks own disjoint blocks of channels of
-/// one batch item, so their input-gradient planes are their own; each block writes its share
+/// Nearest mode with at least as many (batch, channel) planes as threads runs
+/// `nearest_backward`, one scatter task per plane. Otherwise one pass over the points computes
+/// both. Race-free: tasks own disjoint blocks of channels of one batch item, so their
+/// input-gradient planes are their own; each block writes its share
 /// of the grid gradient into its own `[N, P, 3]` slab (the first block into `grad_grid`
 /// itself), and the slabs are added afterwards. With fewer (batch, channel) planes than
 /// threads, a block's points are split further, each part after the first summed into its own
@@ -414,13 +500,14 @@ pub fn backward_kernel<T: Float>(
     grad_input: &mut [T],
     grad_grid: &mut [T],
 ) {
-    grad_input.fill(T::zero());
-    grad_grid.fill(T::zero());
     let (points, voxels, channels) = (dims.points(), dims.voxels(), dims.c);
     if dims.n == 0 || channels == 0 || points == 0 {
         return;
     }
     let threads = rayon::current_num_threads().max(1);
+    if p.mode == GridSampleMode::Nearest && dims.n * channels >= threads {
+        return nearest_backward(grid, grad_out, dims, p, grad_input);
+    }
     let block = (dims.n * channels).div_ceil(threads).clamp(1, channels);
     let blocks = channels.div_ceil(block);
     let parts = (threads / (dims.n * blocks)).clamp(1, points);
@@ -515,6 +602,7 @@ impl Kernel<2> for Sampling {
 
 impl Kernel<3> for Sampling {
     fn run<T: Float>(&self, [input, grid, grad_out]: [&[T]; 3]) -> Result<Vec<T>> {
+        // Zeroed here, once: the kernel adds to both gradients.
         let mut both = vec![T::zero(); input.len() + grid.len()];
         let (gi, gg) = both.split_at_mut(input.len());
         backward_kernel(input, grid, grad_out, &self.0, &self.1, gi, gg);

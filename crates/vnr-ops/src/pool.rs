@@ -1,12 +1,16 @@
 //! 3D max and average pooling for candle, with PyTorch's semantics and gradients.
 //!
 //! The fast forwards are separable: a box max (or sum) over `kd·kh·kw` voxels is three 1D passes
-//! along W, H and D, each vectorising over the contiguous trailing axes. Max pooling's backward
-//! recomputes the winner of each window from the saved output instead of storing indices.
+//! along W, H and D, each vectorising over the contiguous trailing axes. Max pooling's forward
+//! carries each running maximum's flat input index through the passes when the input needs a
+//! gradient, as PyTorch's `return_indices` does, and the backward scatters the output gradient
+//! to those winners.
 
 use crate::dispatch::{kernel_dtype, run_cpu, Float, Kernel};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::OnceLock;
 
 /// Parameters of [`max_pool3d`] and [`avg_pool3d`], with PyTorch's names (`ceil_mode=False`).
 /// Per-axis values are ordered `[D, H, W]`.
@@ -86,23 +90,20 @@ impl PoolGeometry {
     }
 }
 
-/// PyTorch's running max: a larger value or a NaN takes over, so NaN propagates.
-fn max_step<T: Float>(best: T, v: T) -> T {
-    if v > best || v.is_nan() {
-        v
-    } else {
-        best
-    }
-}
-
 /// 3D max pooling, as PyTorch's `max_pool3d` (`ceil_mode=False`, dilation 1).
 ///
 /// `x`: `[N, C, D, H, W]` (or unbatched `[C, D, H, W]`); returns `[N, C, Do, Ho, Wo]` with
 /// `Do = (D + 2·padding - kernel) / stride + 1`. The gradient goes to the first maximum of each
-/// window in `(kd, kh, kw)` order.
+/// window in `(kd, kh, kw)` order (the last NaN where the window holds one). When `x` is tracked
+/// for gradients the CPU forward records the winners as `u32` indices, 4 bytes per output, kept
+/// until the graph is dropped; a `[D, H, W]` volume must then hold fewer than 2^32 voxels.
 pub fn max_pool3d(x: &Tensor, p: &Pool3dParams) -> Result<Tensor> {
     pool("max_pool3d", x, p, |t, g| {
-        t.apply_op1(MaxPool { geometry: g })
+        t.apply_op1(MaxPool {
+            geometry: g,
+            save_indices: t.track_op(),
+            indices: OnceLock::new(),
+        })
     })
 }
 
@@ -194,45 +195,274 @@ fn check_layout(op: &str, layout: &Layout, planes: usize, spatial: [usize; 3]) -
     Ok(())
 }
 
-/// Reduces axis `axis` of each `dims` volume in `src` with `step`, over the pooling windows.
-fn reduce_axis<T: Float>(
+/// Runs the one-operand CPU kernel `kernel` of op `name` on `planes` volumes of `from` voxels,
+/// giving as many volumes of `to` voxels.
+fn run_pool_pass(
+    name: &str,
+    kernel: &impl Kernel<1>,
+    (s, l): (&CpuStorage, &Layout),
+    planes: usize,
+    [from, to]: [[usize; 3]; 2],
+) -> Result<(CpuStorage, Shape)> {
+    check_layout(name, l, planes, from)?;
+    let out = run_cpu(name, kernel, [(s, l)])?;
+    Ok((out, with_spatial(l.dims(), to)))
+}
+
+/// Visits the element ranges of one pooling pass along `axis` of `dims` volumes (row-major, so
+/// each output row along `axis` is a contiguous run of the trailing axes' elements).
+///
+/// `visit(seed, dst, src)` receives equal-length ranges of the pass's output and input: first,
+/// with `seed` true, each output row paired with the first input row of its window; then, with
+/// `seed` false, every later row of each window, window offsets in increasing order. Applying a
+/// running reduction in visit order therefore scans each window in order, once per voxel. With
+/// stride 1, consecutive output rows read consecutive input rows and are visited as one range.
+/// Only output rows `outs` (of `0..g.output[axis]`) are visited.
+fn axis_pass(
+    dims: [usize; 3],
+    axis: usize,
+    g: &PoolGeometry,
+    outs: Range<usize>,
+    mut visit: impl FnMut(bool, Range<usize>, Range<usize>),
+) {
+    let outer: usize = dims[..axis].iter().product();
+    let inner: usize = dims[axis + 1..].iter().product();
+    let (len, out_len) = (dims[axis], g.output[axis]);
+    let (kernel, stride, pad) = (g.kernel[axis], g.stride[axis], g.padding[axis]);
+    for b in 0..outer {
+        let (dst0, src0) = (b * out_len, b * len);
+        // Output rows `o0..o1` read input rows `o·stride + k - pad`, all in range, except that at
+        // offset 0 windows starting in the padding begin at input row 0.
+        let mut rows = |seed: bool, o0: usize, o1: usize, k: usize| {
+            let (o0, o1) = (o0.max(outs.start), o1.min(outs.end));
+            let clipped = if k == 0 {
+                pad.div_ceil(stride).min(o1)
+            } else {
+                o0
+            };
+            for o in o0..clipped {
+                let dst = (dst0 + o) * inner..(dst0 + o + 1) * inner;
+                visit(seed, dst, src0 * inner..(src0 + 1) * inner);
+            }
+            let o0 = o0.max(clipped);
+            if o0 >= o1 {
+                return;
+            }
+            let src_row = |o: usize| src0 + o * stride + k - pad;
+            if stride == 1 {
+                let dst = (dst0 + o0) * inner..(dst0 + o1) * inner;
+                visit(
+                    seed,
+                    dst,
+                    src_row(o0) * inner..(src_row(o1 - 1) + 1) * inner,
+                );
+            } else {
+                for o in o0..o1 {
+                    let dst = (dst0 + o) * inner..(dst0 + o + 1) * inner;
+                    visit(seed, dst, src_row(o) * inner..(src_row(o) + 1) * inner);
+                }
+            }
+        };
+        rows(true, 0, out_len, 0);
+        // Offset k ≥ 1 reads row o·stride + k - pad of every window where that row lies in
+        // 1..len (row 0 is never past a window's first row).
+        for k in 1..kernel {
+            let o0 = (pad + 1).saturating_sub(k).div_ceil(stride);
+            let o1 = (len + pad).saturating_sub(k).div_ceil(stride).min(out_len);
+            rows(false, o0, o1, k);
+        }
+    }
+}
+
+/// Whether `v` replaces the running maximum `best`: PyTorch's rule, a larger value or a NaN, so
+/// the first maximum of a window wins and NaN propagates (the last NaN).
+#[inline(always)]
+fn takes_over<T: Float>(best: T, v: T) -> bool {
+    // Non-short-circuit `|`: no branch, so the callers' loops vectorise.
+    (v > best) | v.is_nan()
+}
+
+/// One pass of a running reduction `step` over `src` into `dst`, for output rows `outs`.
+fn fold_axis<T: Float>(
     src: &[T],
     dims: [usize; 3],
     axis: usize,
     g: &PoolGeometry,
+    outs: Range<usize>,
+    dst: &mut [T],
     step: impl Fn(T, T) -> T,
-) -> (Vec<T>, [usize; 3]) {
-    let outer: usize = dims[..axis].iter().product();
-    let inner: usize = dims[axis + 1..].iter().product();
-    let (len, out_len) = (dims[axis], g.output[axis]);
-    let mut out_dims = dims;
-    out_dims[axis] = out_len;
-    let mut dst = vec![T::zero(); outer * out_len * inner];
-    for b in 0..outer {
-        let src_block = &src[b * len * inner..(b + 1) * len * inner];
-        for o in 0..out_len {
-            let (lo, hi) = g.window(axis, o);
-            let row = &mut dst[(b * out_len + o) * inner..(b * out_len + o + 1) * inner];
-            row.copy_from_slice(&src_block[lo * inner..(lo + 1) * inner]);
-            for i in lo + 1..hi {
-                for (r, &v) in row.iter_mut().zip(&src_block[i * inner..(i + 1) * inner]) {
-                    *r = step(*r, v);
-                }
+) {
+    axis_pass(dims, axis, g, outs, |seed, d, s| {
+        if seed {
+            dst[d].copy_from_slice(&src[s]);
+        } else {
+            for (acc, &v) in dst[d].iter_mut().zip(&src[s]) {
+                *acc = step(*acc, v);
             }
         }
-    }
-    (dst, out_dims)
+    })
 }
 
-/// Separable pooling of one volume: `step` along W, then H, then D.
-fn separable_pool<T: Float>(
+/// The running maximum of one pass over `src`, for output rows `outs`; the winners' plane
+/// indices are carried from `src_idx` to `dst_idx` when `indices` is given.
+fn max_axis<T: Float>(
+    src: &[T],
+    dims: [usize; 3],
+    axis: usize,
     g: &PoolGeometry,
-    volume: &[T],
-    step: impl Fn(T, T) -> T + Copy,
-) -> Vec<T> {
-    let (w_pass, dims) = reduce_axis(volume, g.input, 2, g, step);
-    let (h_pass, dims) = reduce_axis(&w_pass, dims, 1, g, step);
-    reduce_axis(&h_pass, dims, 0, g, step).0
+    outs: Range<usize>,
+    dst: &mut [T],
+    indices: Option<(&[u32], &mut [u32])>,
+) {
+    let Some((src_idx, dst_idx)) = indices else {
+        let max = |best, v| if takes_over(best, v) { v } else { best };
+        return fold_axis(src, dims, axis, g, outs, dst, max);
+    };
+    axis_pass(dims, axis, g, outs, |seed, d, s| {
+        if seed {
+            dst[d.clone()].copy_from_slice(&src[s.clone()]);
+            dst_idx[d].copy_from_slice(&src_idx[s]);
+        } else {
+            let best = dst[d.clone()].iter_mut().zip(&mut dst_idx[d]);
+            for ((best, best_i), (&v, &i)) in best.zip(src[s.clone()].iter().zip(&src_idx[s])) {
+                let take = takes_over(*best, v);
+                // The index by mask: two `if` selects in one loop stay scalar branches.
+                let mask = u32::from(take).wrapping_neg();
+                *best_i = (i & mask) | (*best_i & !mask);
+                *best = if take { v } else { *best };
+            }
+        }
+    })
+}
+
+/// The adjoint of a summing [`fold_axis`]: adds each row of `src` (the pass's output side) to every input
+/// row of its window in `dst` (the input side, `dims`), which must start at zero.
+fn spread_axis<T: Float>(
+    src: &[T],
+    dims: [usize; 3],
+    axis: usize,
+    g: &PoolGeometry,
+    dst: &mut [T],
+) {
+    axis_pass(dims, axis, g, 0..g.output[axis], |_, d, s| {
+        for (acc, &v) in dst[s].iter_mut().zip(&src[d]) {
+            *acc += v;
+        }
+    })
+}
+
+/// The buffers between the separable passes, made once per worker and reused for every volume
+/// it pools: one depth slice after the W pass (`[H, Wo]`) and the whole volume after the H
+/// pass (`[D, Ho, Wo]`).
+struct Scratch<T> {
+    w: Vec<T>,
+    h: Vec<T>,
+    /// Winner indices after W and after H: empty unless indices are recorded.
+    w_idx: Vec<u32>,
+    h_idx: Vec<u32>,
+}
+
+impl<T: Float> Scratch<T> {
+    fn new(g: &PoolGeometry, indices: bool) -> Self {
+        let [d, h, _] = g.input;
+        let [_, oh, ow] = g.output;
+        let (w, h) = (h * ow, d * oh * ow);
+        let index_buffer = |n: usize| if indices { vec![0; n] } else { Vec::new() };
+        Self {
+            w: vec![T::zero(); w],
+            h: vec![T::zero(); h],
+            w_idx: index_buffer(w),
+            h_idx: index_buffer(h),
+        }
+    }
+}
+
+/// Drives the separable pooling of one volume slice by slice: `slice(scratch, id)` pools input
+/// depth slice `id` along W and H into its slice of `scratch.h`; then `depth(scratch, outs)`
+/// pools along D the output slices `outs` whose windows end at that slice. Each pass so reads
+/// data that the previous one has just written, still in cache.
+fn stream_slices<T: Float>(
+    g: &PoolGeometry,
+    scratch: &mut Scratch<T>,
+    mut slice: impl FnMut(&mut Scratch<T>, usize),
+    mut depth: impl FnMut(&mut Scratch<T>, Range<usize>),
+) {
+    let mut next = 0;
+    for id in 0..g.input[0] {
+        slice(scratch, id);
+        let first = next;
+        while next < g.output[0] && g.window(0, next).1 == id + 1 {
+            next += 1;
+        }
+        if next > first {
+            depth(scratch, first..next);
+        }
+    }
+}
+
+/// Separable max pooling of one volume `x` into `y`. With `indices = (iota, idx)`, where `iota`
+/// holds `0..volume` and `scratch` was made with indices, also records in `idx` each output's
+/// winner as a flat index into the volume.
+fn max_pool_volume<T: Float>(
+    g: &PoolGeometry,
+    scratch: &mut Scratch<T>,
+    x: &[T],
+    y: &mut [T],
+    indices: Option<(&[u32], &mut [u32])>,
+) {
+    let [d, h, w] = g.input;
+    let [_, oh, ow] = g.output;
+    let (slice_in, slice_out) = (h * w, oh * ow);
+    let (ws, hs) = (0..ow, 0..oh);
+    let at = |id: usize, n: usize| id * n..(id + 1) * n;
+    match indices {
+        None => stream_slices(
+            g,
+            scratch,
+            |s, id| {
+                let x = &x[at(id, slice_in)];
+                max_axis(x, [1, h, w], 2, g, ws.clone(), &mut s.w, None);
+                let h_slice = &mut s.h[at(id, slice_out)];
+                max_axis(&s.w, [1, h, ow], 1, g, hs.clone(), h_slice, None);
+            },
+            |s, outs| max_axis(&s.h, [d, oh, ow], 0, g, outs, y, None),
+        ),
+        Some((iota, idx)) => stream_slices(
+            g,
+            scratch,
+            |s, id| {
+                let (x, iota) = (&x[at(id, slice_in)], &iota[at(id, slice_in)]);
+                let w_pass = Some((iota, &mut s.w_idx[..]));
+                max_axis(x, [1, h, w], 2, g, ws.clone(), &mut s.w, w_pass);
+                let h_slice = &mut s.h[at(id, slice_out)];
+                let h_pass = Some((&s.w_idx[..], &mut s.h_idx[at(id, slice_out)]));
+                max_axis(&s.w, [1, h, ow], 1, g, hs.clone(), h_slice, h_pass);
+            },
+            |s, outs| {
+                let d_pass = Some((&s.h_idx[..], &mut idx[..]));
+                max_axis(&s.h, [d, oh, ow], 0, g, outs, y, d_pass);
+            },
+        ),
+    }
+}
+
+/// Separable pooling of one volume `x` into `y` by window sums, as [`max_pool_volume`].
+fn sum_pool_volume<T: Float>(g: &PoolGeometry, scratch: &mut Scratch<T>, x: &[T], y: &mut [T]) {
+    let [d, h, w] = g.input;
+    let [_, oh, ow] = g.output;
+    let (slice_in, slice_out) = (h * w, oh * ow);
+    let add = |a: T, b: T| a + b;
+    stream_slices(
+        g,
+        scratch,
+        |s, id| {
+            let x = &x[id * slice_in..(id + 1) * slice_in];
+            fold_axis(x, [1, h, w], 2, g, 0..ow, &mut s.w, add);
+            let h_slice = &mut s.h[id * slice_out..(id + 1) * slice_out];
+            fold_axis(&s.w, [1, h, ow], 1, g, 0..oh, h_slice, add);
+        },
+        |s, outs| fold_axis(&s.h, [d, oh, ow], 0, g, outs, y, add),
+    );
 }
 
 /// Divisor of every output voxel, `[Do, Ho, Wo]`, as a product of per-axis counts.
@@ -263,8 +493,69 @@ pub fn max_pool_forward<T: Float>(g: &PoolGeometry, x: &[T]) -> Vec<T> {
     }
     y.par_chunks_mut(g.output_volume())
         .zip(x.par_chunks(g.input_volume()))
-        .for_each(|(yp, xp)| yp.copy_from_slice(&separable_pool(g, xp, max_step)));
+        .for_each_init(
+            || Scratch::new(g, false),
+            |scratch, (yp, xp)| max_pool_volume(g, scratch, xp, yp, None),
+        );
     y
+}
+
+/// Fast max pooling forward that also records each output's winner (the voxel its gradient
+/// goes to) as a flat index into its `[D, H, W]` volume: `[planes, Do, Ho, Wo]` values and
+/// indices. An error when a volume holds more voxels than a `u32` index can address.
+pub fn max_pool_forward_with_indices<T: Float>(
+    g: &PoolGeometry,
+    x: &[T],
+) -> Result<(Vec<T>, Vec<u32>)> {
+    let Ok(volume) = u32::try_from(g.input_volume()) else {
+        candle_core::bail!(
+            "max_pool3d: volumes of {:?} voxels exceed the 2^32 that a winner's index can address",
+            g.input
+        );
+    };
+    let mut y = vec![T::zero(); g.planes * g.output_volume()];
+    let mut idx = vec![0u32; y.len()];
+    if y.is_empty() {
+        return Ok((y, idx));
+    }
+    let iota: Vec<u32> = (0..volume).collect();
+    y.par_chunks_mut(g.output_volume())
+        .zip(idx.par_chunks_mut(g.output_volume()))
+        .zip(x.par_chunks(g.input_volume()))
+        .for_each_init(
+            || Scratch::new(g, true),
+            |scratch, ((yp, ip), xp)| max_pool_volume(g, scratch, xp, yp, Some((&iota, ip))),
+        );
+    Ok((y, idx))
+}
+
+/// Max pooling backward from the recorded winners: `dx[planes, D, H, W]` with each
+/// `dy[planes, Do, Ho, Wo]` added at its winner's index.
+pub fn max_pool_scatter<T: Float>(g: &PoolGeometry, indices: &[u32], dy: &[T]) -> Vec<T> {
+    let mut dx = vec![T::zero(); g.planes * g.input_volume()];
+    if dx.is_empty() || dy.is_empty() {
+        return dx;
+    }
+    dx.par_chunks_mut(g.input_volume())
+        .zip(indices.par_chunks(g.output_volume()))
+        .zip(dy.par_chunks(g.output_volume()))
+        .for_each(|((dxp, ip), dyp)| {
+            for (&i, &v) in ip.iter().zip(dyp) {
+                dxp[i as usize] += v;
+            }
+        });
+    dx
+}
+
+/// Max pooling backward without recorded winners: finds them again from `x` (the first maximum
+/// of each window in `(kd, kh, kw)` order, or the last NaN), then scatters `dy` to them. An
+/// error where [`max_pool_forward_with_indices`] is one.
+pub fn max_pool_backward<T: Float>(g: &PoolGeometry, x: &[T], dy: &[T]) -> Result<Vec<T>> {
+    Ok(max_pool_scatter(
+        g,
+        &max_pool_forward_with_indices(g, x)?.1,
+        dy,
+    ))
 }
 
 /// Fast average pooling forward: `[planes, D, H, W]` → `[planes, Do, Ho, Wo]`.
@@ -276,38 +567,16 @@ pub fn avg_pool_forward<T: Float>(g: &PoolGeometry, x: &[T], count_include_pad: 
     let div = divisors::<T>(g, count_include_pad);
     y.par_chunks_mut(g.output_volume())
         .zip(x.par_chunks(g.input_volume()))
-        .for_each(|(yp, xp)| {
-            for ((o, s), &d) in yp
-                .iter_mut()
-                .zip(separable_pool(g, xp, |a, b| a + b))
-                .zip(&div)
-            {
-                *o = s / d;
-            }
-        });
-    y
-}
-
-/// Adds each `src` row of axis `axis` to every input row of its window: the adjoint of a
-/// summing [`reduce_axis`]. `dims` are the input dims of that pass.
-fn spread_axis<T: Float>(src: &[T], dims: [usize; 3], axis: usize, g: &PoolGeometry) -> Vec<T> {
-    let outer: usize = dims[..axis].iter().product();
-    let inner: usize = dims[axis + 1..].iter().product();
-    let (len, out_len) = (dims[axis], g.output[axis]);
-    let mut dst = vec![T::zero(); outer * len * inner];
-    for b in 0..outer {
-        let dst_block = &mut dst[b * len * inner..(b + 1) * len * inner];
-        for o in 0..out_len {
-            let (lo, hi) = g.window(axis, o);
-            let row = &src[(b * out_len + o) * inner..(b * out_len + o + 1) * inner];
-            for i in lo..hi {
-                for (d, &v) in dst_block[i * inner..(i + 1) * inner].iter_mut().zip(row) {
-                    *d += v;
+        .for_each_init(
+            || Scratch::new(g, false),
+            |scratch, (yp, xp)| {
+                sum_pool_volume(g, scratch, xp, yp);
+                for (o, &d) in yp.iter_mut().zip(&div) {
+                    *o /= d;
                 }
-            }
-        }
-    }
-    dst
+            },
+        );
+    y
 }
 
 /// Fast average pooling backward: `dx[planes, D, H, W]` from `dy[planes, Do, Ho, Wo]`.
@@ -317,69 +586,31 @@ pub fn avg_pool_backward<T: Float>(g: &PoolGeometry, dy: &[T], count_include_pad
         return dx;
     }
     let div = divisors::<T>(g, count_include_pad);
-    let [d, h, w] = g.input;
-    let oh = g.output[1];
+    let [d, h, _] = g.input;
+    let [_, oh, ow] = g.output;
     dx.par_chunks_mut(g.input_volume())
         .zip(dy.par_chunks(g.output_volume()))
-        .for_each(|(dxp, dyp)| {
-            let scaled: Vec<T> = dyp.iter().zip(&div).map(|(&v, &q)| v / q).collect();
-            let d_pass = spread_axis(&scaled, [d, oh, g.output[2]], 0, g);
-            let h_pass = spread_axis(&d_pass, [d, h, g.output[2]], 1, g);
-            dxp.copy_from_slice(&spread_axis(&h_pass, [d, h, w], 2, g));
-        });
-    dx
-}
-
-/// Fast max pooling backward: routes each `dy` to the first voxel of its window (in
-/// `(kd, kh, kw)` order) equal to the saved output `y`, or PyTorch's choice (the last NaN) when
-/// the output is NaN.
-pub fn max_pool_backward<T: Float>(g: &PoolGeometry, x: &[T], y: &[T], dy: &[T]) -> Vec<T> {
-    let mut dx = vec![T::zero(); g.planes * g.input_volume()];
-    if dx.is_empty() || dy.is_empty() {
-        return dx;
-    }
-    let [_, h, w] = g.input;
-    let [od_n, oh_n, ow_n] = g.output;
-    let planes = dx
-        .par_chunks_mut(g.input_volume())
-        .zip(x.par_chunks(g.input_volume()))
-        .zip(
-            y.par_chunks(g.output_volume())
-                .zip(dy.par_chunks(g.output_volume())),
-        );
-    planes.for_each(|((dxp, xp), (yp, dyp))| {
-        let mut o = 0;
-        for od in 0..od_n {
-            let (d0, d1) = g.window(0, od);
-            for oh in 0..oh_n {
-                let (h0, h1) = g.window(1, oh);
-                for ow in 0..ow_n {
-                    let (w0, w1) = g.window(2, ow);
-                    let target = yp[o];
-                    let mut winner = None;
-                    'search: for id in d0..d1 {
-                        for ih in h0..h1 {
-                            let row = (id * h + ih) * w;
-                            for (iw, &v) in xp[row + w0..row + w1].iter().enumerate() {
-                                if target.is_nan() {
-                                    if v.is_nan() {
-                                        winner = Some(row + w0 + iw);
-                                    }
-                                } else if v == target {
-                                    winner = Some(row + w0 + iw);
-                                    break 'search;
-                                }
-                            }
-                        }
-                    }
-                    if let Some(i) = winner {
-                        dxp[i] += dyp[o];
-                    }
-                    o += 1;
+        .for_each_init(
+            || {
+                let buffer = |n: usize| vec![T::zero(); n];
+                (
+                    buffer(g.output_volume()),
+                    buffer(d * oh * ow),
+                    buffer(d * h * ow),
+                )
+            },
+            |(scaled, h_pass, w_pass), (dxp, dyp)| {
+                for ((s, &v), &q) in scaled.iter_mut().zip(dyp).zip(&div) {
+                    *s = v / q;
                 }
-            }
-        }
-    });
+                // The adjoints of the D, H and W passes, each adding into zeros.
+                h_pass.fill(T::zero());
+                w_pass.fill(T::zero());
+                spread_axis(scaled, [d, oh, ow], 0, g, h_pass);
+                spread_axis(h_pass, [d, h, ow], 1, g, w_pass);
+                spread_axis(w_pass, g.input, 2, g, dxp);
+            },
+        );
     dx
 }
 
@@ -493,14 +724,28 @@ pub mod reference {
     }
 }
 
-/// Max pooling forward as a candle op; backward by [`MaxPoolBackward`].
+/// Max pooling forward as a candle op. When `save_indices` is set (the input is tracked for
+/// gradients) the CPU forward records each output's winner and the backward scatters to them
+/// ([`MaxPoolScatter`]); after the CUDA forward, which records none, the backward finds the
+/// winners again ([`MaxPoolBackward`]).
 struct MaxPool {
     geometry: PoolGeometry,
+    save_indices: bool,
+    /// The winners recorded by the CPU forward, `[planes, Do, Ho, Wo]` flat volume indices.
+    indices: OnceLock<Vec<u32>>,
 }
 
 impl Kernel<1> for MaxPool {
     fn run<T: Float>(&self, [x]: [&[T]; 1]) -> Result<Vec<T>> {
-        Ok(max_pool_forward(&self.geometry, x))
+        let g = &self.geometry;
+        if !self.save_indices {
+            return Ok(max_pool_forward(g, x));
+        }
+        let (y, indices) = max_pool_forward_with_indices(g, x)?;
+        if self.indices.set(indices).is_err() {
+            candle_core::bail!("max_pool3d: an op instance ran its forward twice");
+        }
+        Ok(y)
     }
 }
 
@@ -511,9 +756,7 @@ impl CustomOp1 for MaxPool {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = &self.geometry;
-        check_layout(self.name(), l, g.planes, g.input)?;
-        let out = run_cpu(self.name(), self, [(s, l)])?;
-        Ok((out, with_spatial(l.dims(), g.output)))
+        run_pool_pass(self.name(), self, (s, l), g.planes, [g.input, g.output])
     }
 
     #[cfg(feature = "cuda")]
@@ -529,13 +772,35 @@ impl CustomOp1 for MaxPool {
     }
 
     fn bwd(&self, x: &Tensor, y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op3_no_bwd(
-            y,
-            grad,
-            &MaxPoolBackward {
-                geometry: self.geometry,
-            },
-        )?))
+        let geometry = self.geometry;
+        let dx = match self.indices.get() {
+            Some(indices) => grad.apply_op1_no_bwd(&MaxPoolScatter { geometry, indices })?,
+            None => x.apply_op3_no_bwd(y, grad, &MaxPoolBackward { geometry })?,
+        };
+        Ok(Some(dx))
+    }
+}
+
+/// `dy → dx` of max pooling, from the winners its CPU forward recorded.
+struct MaxPoolScatter<'a> {
+    geometry: PoolGeometry,
+    indices: &'a [u32],
+}
+
+impl Kernel<1> for MaxPoolScatter<'_> {
+    fn run<T: Float>(&self, [dy]: [&[T]; 1]) -> Result<Vec<T>> {
+        Ok(max_pool_scatter(&self.geometry, self.indices, dy))
+    }
+}
+
+impl CustomOp1 for MaxPoolScatter<'_> {
+    fn name(&self) -> &'static str {
+        "max_pool3d-backward"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        run_pool_pass(self.name(), self, (s, l), g.planes, [g.output, g.input])
     }
 }
 
@@ -555,8 +820,9 @@ impl MaxPoolBackward {
 }
 
 impl Kernel<3> for MaxPoolBackward {
-    fn run<T: Float>(&self, [x, y, dy]: [&[T]; 3]) -> Result<Vec<T>> {
-        Ok(max_pool_backward(&self.geometry, x, y, dy))
+    /// On the CPU the winners are found again from `x`; `y` serves the CUDA kernel only.
+    fn run<T: Float>(&self, [x, _y, dy]: [&[T]; 3]) -> Result<Vec<T>> {
+        max_pool_backward(&self.geometry, x, dy)
     }
 }
 

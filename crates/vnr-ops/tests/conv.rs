@@ -182,6 +182,133 @@ fn conv3d_fast_matches_reference() -> Result<()> {
     Ok(())
 }
 
+/// Layers with rows of at least 8 output voxels and few output channels run the direct f32
+/// kernels (on CPUs with AVX2 and FMA); f64 runs vol2col + gemm.
+const DIRECT_CASES: [([usize; 5], [usize; 5], Conv3dParams); 5] = [
+    // RenderNet's residual block shape, batch 2 (samples in parallel).
+    (
+        [2, 5, 4, 6, 19],
+        [7, 5, 3, 3, 3],
+        Conv3dParams {
+            stride: [1; 3],
+            padding: [[1; 2]; 3],
+            dilation: [1; 3],
+            groups: 1,
+        },
+    ),
+    // RenderNet's depth-stride layer with TF "SAME" padding (odd voxel after), one sample.
+    (
+        [1, 3, 7, 5, 9],
+        [9, 3, 3, 3, 3],
+        Conv3dParams {
+            stride: [2, 1, 1],
+            padding: [[1, 1], [1, 1], [1, 1]],
+            dilation: [1; 3],
+            groups: 1,
+        },
+    ),
+    // RenderNet's `(1, 1, 2)` stride along W (TF "SAME": the odd padding voxel after).
+    (
+        [1, 3, 6, 5, 34],
+        [5, 3, 3, 3, 3],
+        Conv3dParams {
+            stride: [1, 1, 2],
+            padding: [[1, 1], [1, 1], [0, 1]],
+            dilation: [1; 3],
+            groups: 1,
+        },
+    ),
+    // 5³ kernel, groups, dilation, asymmetric padding, rows longer than one chunk.
+    (
+        [1, 4, 6, 5, 21],
+        [6, 2, 2, 3, 5],
+        Conv3dParams {
+            stride: [1; 3],
+            padding: [[2, 0], [0, 3], [4, 1]],
+            dilation: [2, 1, 2],
+            groups: 2,
+        },
+    ),
+    // 1×1 in depth and height, a single chunk per row.
+    (
+        [3, 2, 2, 3, 8],
+        [4, 2, 1, 1, 3],
+        Conv3dParams {
+            stride: [1; 3],
+            padding: [[0; 2], [0; 2], [1; 2]],
+            dilation: [1; 3],
+            groups: 1,
+        },
+    ),
+];
+
+#[test]
+fn direct_kernel_matches_reference_and_f64_gemm_path() -> Result<()> {
+    for (i, (x_dims, w_dims, p)) in DIRECT_CASES.iter().enumerate() {
+        let seed = 900 + 10 * i as u64;
+        conv3d_matches_reference(*x_dims, *w_dims, p, seed, 2e-5)?;
+        // The same layer in f64 (vol2col + gemm) agrees with the f32 fast path.
+        let mut outputs = Vec::new();
+        for dtype in [DType::F32, DType::F64] {
+            let x = Var::from_tensor(&det(x_dims, seed, dtype)?)?;
+            let w = Var::from_tensor(&det(w_dims, seed + 1, dtype)?)?;
+            let y = conv3d(x.as_tensor(), w.as_tensor(), None, p)?;
+            let grads = y
+                .mul(&det(y.dims(), seed + 2, dtype)?)?
+                .sum_all()?
+                .backward()?;
+            let dx = grads.get(&x).expect("input gradient");
+            let dw = grads.get(&w).expect("weight gradient");
+            outputs.push([
+                y.to_dtype(DType::F32)?,
+                dx.to_dtype(DType::F32)?,
+                dw.to_dtype(DType::F32)?,
+            ]);
+        }
+        for (name, (fast, plain)) in ["y", "dx", "dw"]
+            .iter()
+            .zip(outputs[0].iter().zip(&outputs[1]))
+        {
+            assert_close(
+                &format!("case {i} {name} f32 vs f64"),
+                fast,
+                &values(plain)?,
+                2e-5,
+            )?;
+        }
+    }
+    // The unit-stride transposed convolution runs the direct kernel as the flipped forward.
+    conv_transpose3d_matches_reference(
+        [2, 6, 3, 4, 11],
+        [6, 5, 3, 3, 3],
+        &ConvTranspose3dParams {
+            padding: [1; 3],
+            ..Default::default()
+        },
+        990,
+        2e-5,
+    )
+}
+
+/// One sample of a 1×1×1 layer with over a thousand voxels: its forward, input gradient and
+/// weight gradient split the voxels into one range per thread; the ranges' seams (odd volumes,
+/// unequal ranges) and groups must not change the result.
+#[test]
+fn pointwise_layers_split_over_voxel_ranges_match_reference() -> Result<()> {
+    let grouped = Conv3dParams {
+        groups: 2,
+        ..Default::default()
+    };
+    conv3d_matches_reference(
+        [1, 6, 9, 11, 13],
+        [4, 6, 1, 1, 1],
+        &Default::default(),
+        7,
+        2e-5,
+    )?;
+    conv3d_matches_reference([1, 8, 10, 11, 12], [6, 4, 1, 1, 1], &grouped, 8, 2e-5)
+}
+
 #[test]
 fn conv3d_tiles_over_depth_when_the_column_buffer_is_large() -> Result<()> {
     // The weight gradient sums 10⁶ f32 products: the sequential reference drifts by ~1e-4.

@@ -262,6 +262,13 @@ fn fast_matches_reference(dims: [usize; 5], out: [usize; 3]) -> Result<()> {
 }
 
 #[test]
+fn nearest_matches_reference_across_gather_chunks() -> Result<()> {
+    // Nearest mode gathers and scatters one channel plane at a time over all points, in chunks
+    // of thousands of points: more points than a chunk, an odd count, a batch of 2.
+    fast_matches_reference([2, 3, 4, 5, 6], [1, 97, 101])
+}
+
+#[test]
 fn gradients_match_finite_differences() -> Result<()> {
     let (input, grid, _) = random_case([2, 2, 3, 4, 5], [2, 3, 2], 21)?;
     for p in all_params() {

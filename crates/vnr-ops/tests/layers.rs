@@ -160,14 +160,14 @@ fn away_from_kinks(shape: &[usize], seed: u64, shift: &Tensor) -> Result<Tensor>
     &x + v.gt(0.0)?.to_dtype(DType::F32)?.affine(0.25, -0.125)?
 }
 
-/// Checks a fused per-channel op against its reference on `x` and on a strided copy of it
-/// (values exactly, gradients of `x` and of the parameter to 1e-5), and its gradients by
-/// finite differences in f64.
+/// Checks a fused per-channel op on `[x, params…]` against its reference on `x` and on a
+/// strided copy of it (values exactly, gradients of every operand to 1e-5), and its gradients
+/// by finite differences in f64.
 fn check_channelwise(
-    fused: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
-    reference: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    fused: impl Fn(&[Tensor]) -> Result<Tensor>,
+    reference: impl Fn(&[Tensor]) -> Result<Tensor>,
     x: &Tensor,
-    param: &Tensor,
+    params: &[Tensor],
 ) -> Result<()> {
     let r = tensor(x.dims(), 9, -1.0, 1.0)?.to_dtype(DType::F32)?;
     let last = x.rank() - 1;
@@ -177,17 +177,20 @@ fn check_channelwise(
             .contiguous()?
             .transpose(last - 1, last)?,
     ] {
-        let xv = candle_core::Var::from_tensor(&input)?;
-        let pv = candle_core::Var::from_tensor(param)?;
-        let ours = fused(xv.as_tensor(), pv.as_tensor())?;
-        let want = reference(xv.as_tensor(), pv.as_tensor())?;
+        let vars = std::iter::once(&input)
+            .chain(params)
+            .map(candle_core::Var::from_tensor)
+            .collect::<Result<Vec<_>>>()?;
+        let operands: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let ours = fused(&operands)?;
+        let want = reference(&operands)?;
         assert_eq!(
             max_diff(&ours.to_dtype(DType::F64)?, &want.to_dtype(DType::F64)?)?,
             0.0
         );
         let g_ours = (&ours * &r)?.sum_all()?.backward()?;
         let g_want = (&want * &r)?.sum_all()?.backward()?;
-        for t in [xv.as_tensor(), pv.as_tensor()] {
+        for t in &operands {
             let (a, b) = (g_ours.get(t).expect("grad"), g_want.get(t).expect("grad"));
             let scale = b
                 .abs()?
@@ -198,32 +201,34 @@ fn check_channelwise(
             assert!(diff <= 1e-5 * scale.max(1.0), "gradient differs by {diff}");
         }
     }
-    check_gradients(
-        |v| fused(&v[0], &v[1]),
-        &[x.to_dtype(DType::F64)?, param.to_dtype(DType::F64)?],
-        &GradCheckConfig::default(),
-    )?;
+    let f64_operands = std::iter::once(x)
+        .chain(params)
+        .map(|t| t.to_dtype(DType::F64))
+        .collect::<Result<Vec<_>>>()?;
+    check_gradients(fused, &f64_operands, &GradCheckConfig::default())?;
     Ok(())
 }
 
 #[test]
 fn fused_bias_leaky_relu_agrees_with_its_reference_and_finite_differences() -> Result<()> {
-    use vnr_ops::channelwise::{bias_add, bias_leaky_relu, bias_leaky_relu_reference};
+    use vnr_ops::channelwise::{
+        bias_add, bias_add_reference, bias_leaky_relu, bias_leaky_relu_reference,
+    };
     let bias = Tensor::new(&[0.3f32, -0.2, 0.05], &Device::Cpu)?;
     let x = away_from_kinks(&[2, 3, 4, 5], 4, &bias)?;
     for slope in [0.01, 0.0, -0.3, 1.0, 2.5] {
         check_channelwise(
-            |x, b| bias_leaky_relu(x, b, slope),
-            |x, b| bias_leaky_relu_reference(x, b, slope),
+            |v| bias_leaky_relu(&v[0], &v[1], slope),
+            |v| bias_leaky_relu_reference(&v[0], &v[1], slope),
             &x,
-            &bias,
+            std::slice::from_ref(&bias),
         )?;
     }
     check_channelwise(
-        bias_add,
-        |x, b| bias_leaky_relu_reference(x, b, 1.0),
+        |v| bias_add(&v[0], &v[1]),
+        |v| bias_add_reference(&v[0], &v[1]),
         &x,
-        &bias,
+        std::slice::from_ref(&bias),
     )?;
     // PyTorch's gradient at exactly 0 is the slope; a bias of the wrong size is an error.
     let zero = candle_core::Var::zeros((1, 2), DType::F32, &Device::Cpu)?;
@@ -249,7 +254,12 @@ fn fused_prelu_agrees_with_its_reference_and_finite_differences() -> Result<()> 
     // the kernel's 256-element summation blocks.
     for shape in [&[5, 3][..], &[2, 3, 2, 3, 4], &[1, 3, 700]] {
         let x = away_from_kinks(shape, 5, &zeros)?;
-        check_channelwise(fused_prelu, prelu_reference, &x, &alpha)?;
+        check_channelwise(
+            |v| fused_prelu(&v[0], &v[1]),
+            |v| prelu_reference(&v[0], &v[1]),
+            &x,
+            std::slice::from_ref(&alpha),
+        )?;
     }
     // At exactly 0 PyTorch's input gradient is α and α's gradient gets nothing.
     let x = candle_core::Var::zeros((2, 3, 2), DType::F32, &Device::Cpu)?;
@@ -291,5 +301,80 @@ fn fused_prelu_agrees_with_its_reference_and_finite_differences() -> Result<()> 
     );
     assert!(fused_prelu(x.as_tensor(), &alpha.narrow(0, 0, 2)?).is_err());
     assert!(fused_prelu(&alpha, &alpha).is_err());
+    Ok(())
+}
+
+#[test]
+fn fused_bias_prelu_agrees_with_its_reference_and_finite_differences() -> Result<()> {
+    use vnr_ops::channelwise::{bias_prelu, bias_prelu_reference};
+    let bias = Tensor::new(&[0.3f32, -0.2, 0.05], &Device::Cpu)?;
+    let alpha = Tensor::new(&[0.25f32, -0.1, 1.5], &Device::Cpu)?;
+    // [B, C] planes of one element, 3D volumes, and planes longer than the 256-element
+    // summation blocks (with a remainder that is not a multiple of the 8 lanes).
+    for shape in [&[5, 3][..], &[2, 3, 2, 3, 4], &[1, 3, 700]] {
+        let x = away_from_kinks(shape, 7, &bias)?;
+        check_channelwise(
+            |v| bias_prelu(&v[0], &v[1], &v[2]),
+            |v| bias_prelu_reference(&v[0], &v[1], &v[2]),
+            &x,
+            &[bias.clone(), alpha.clone()],
+        )?;
+    }
+    // At exactly 0 (x = −bias) the input gradient is α, as PyTorch's PReLU.
+    let x = candle_core::Var::from_tensor(&bias.neg()?.reshape((1, 3))?)?;
+    let g = bias_prelu(x.as_tensor(), &bias, &alpha)?
+        .sum_all()?
+        .backward()?;
+    assert_eq!(
+        g.get(x.as_tensor()).expect("grad").to_vec2::<f32>()?,
+        [alpha.to_vec1::<f32>()?]
+    );
+    // Other dtypes run the reference; parameters of the wrong size are errors.
+    let x3 = away_from_kinks(&[2, 3, 4], 8, &bias)?;
+    let want = bias_prelu_reference(&x3, &bias, &alpha)?;
+    let half = bias_prelu(
+        &x3.to_dtype(DType::F16)?,
+        &bias.to_dtype(DType::F16)?,
+        &alpha.to_dtype(DType::F16)?,
+    )?;
+    assert!(max_diff(&half.to_dtype(DType::F64)?, &want.to_dtype(DType::F64)?)? < 1e-2);
+    assert!(bias_prelu(&x3, &bias, &alpha.narrow(0, 0, 2)?).is_err());
+    assert!(bias_prelu(&x3, &bias.narrow(0, 0, 2)?, &alpha).is_err());
+    Ok(())
+}
+
+#[test]
+fn fused_bias_residual_add_agrees_with_its_reference_and_finite_differences() -> Result<()> {
+    use vnr_ops::channelwise::{bias_residual_add, bias_residual_add_reference};
+    let bias = Tensor::new(&[0.3f32, -0.2, 0.05], &Device::Cpu)?;
+    for shape in [&[5, 3][..], &[2, 3, 2, 3, 4], &[1, 3, 700]] {
+        let x = tensor(shape, 10, -1.0, 1.0)?.to_dtype(DType::F32)?;
+        let skip = tensor(shape, 11, -1.0, 1.0)?.to_dtype(DType::F32)?;
+        check_channelwise(
+            |v| bias_residual_add(&v[0], &v[1], &v[2]),
+            |v| bias_residual_add_reference(&v[0], &v[1], &v[2]),
+            &x,
+            &[bias.clone(), skip],
+        )?;
+    }
+    // A strided skip, other dtypes, and shapes that do not match.
+    let x = tensor(&[2, 3, 4, 5], 12, -1.0, 1.0)?.to_dtype(DType::F32)?;
+    let skip = tensor(&[2, 3, 5, 4], 13, -1.0, 1.0)?
+        .to_dtype(DType::F32)?
+        .transpose(2, 3)?;
+    let f64 = |t: &Tensor| t.to_dtype(DType::F64);
+    let want = f64(&bias_residual_add_reference(&x, &bias, &skip)?)?;
+    assert_eq!(
+        max_diff(&f64(&bias_residual_add(&x, &bias, &skip)?)?, &want)?,
+        0.0
+    );
+    let half = bias_residual_add(
+        &x.to_dtype(DType::F16)?,
+        &bias.to_dtype(DType::F16)?,
+        &skip.to_dtype(DType::F16)?,
+    )?;
+    assert!(max_diff(&f64(&half)?, &want)? < 1e-2);
+    assert!(bias_residual_add(&x, &bias, &x.narrow(3, 0, 4)?).is_err());
+    assert!(bias_residual_add(&x, &bias.narrow(0, 0, 2)?, &x).is_err());
     Ok(())
 }

@@ -4,13 +4,31 @@
 use candle_core::{DType, Device, Result, Tensor, Var};
 use vnr_ops::gradcheck::deterministic_values;
 use vnr_ops::gradcheck::{check_gradients, GradCheckConfig};
-use vnr_ops::pool::{avg_pool3d, max_pool3d, reference, Pool3dParams, PoolGeometry};
+use vnr_ops::pool::{
+    avg_pool3d, max_pool3d, max_pool_backward, reference, Pool3dParams, PoolGeometry,
+};
 
 /// Deterministic values in [-1, 1), so failures reproduce.
 fn det(dims: &[usize], seed: u64, dtype: DType) -> Result<Tensor> {
     let n: usize = dims.iter().product();
     let values = deterministic_values(n, seed, -1.0, 1.0);
     Tensor::from_vec(values, dims, &Device::Cpu)?.to_dtype(dtype)
+}
+
+/// The gradient of `sum(y · dy)` with respect to `x`, through the graph from `x` to `y`.
+fn input_gradient(x: &Var, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    Ok(y.mul(dy)?
+        .sum_all()?
+        .backward()?
+        .remove(x)
+        .expect("input gradient"))
+}
+
+/// The input gradient of `sum(max_pool3d(x))` for one 2³ window holding `x` (`MaxPool3d(2)`).
+fn window_gradient(x: [f32; 8]) -> Result<Vec<f32>> {
+    let x = Var::from_tensor(&Tensor::new(&x, &Device::Cpu)?.reshape((1, 1, 2, 2, 2))?)?;
+    let y = max_pool3d(x.as_tensor(), &Pool3dParams::cubic(2, 2, 0))?;
+    values(&y.sum_all()?.backward()?.remove(&x).expect("input gradient"))
 }
 
 fn values(t: &Tensor) -> Result<Vec<f32>> {
@@ -103,12 +121,7 @@ fn fast_pooling_matches_reference() -> Result<()> {
                 avg_pool3d(x.as_tensor(), p)?
             };
             let dy = det(y.dims(), 70 + i as u64, DType::F32)?;
-            let dx = y
-                .mul(&dy)?
-                .sum_all()?
-                .backward()?
-                .remove(&x)
-                .expect("input gradient");
+            let dx = input_gradient(&x, &y, &dy)?;
             let g = geometry(*dims, y.dims(), p);
             let (xs, dys) = (values(&x)?, values(&dy)?);
             let what = format!("{} {dims:?} {p:?}", if max { "max" } else { "avg" });
@@ -173,18 +186,10 @@ fn pooling_gradients_match_finite_differences() -> Result<()> {
 #[test]
 fn max_pool_gradient_goes_to_the_first_maximum() -> Result<()> {
     // All-equal window: PyTorch routes the gradient to the first voxel in (kd, kh, kw) order.
-    let x = Var::from_tensor(&Tensor::ones((1, 1, 2, 2, 2), DType::F32, &Device::Cpu)?)?;
-    let y = max_pool3d(x.as_tensor(), &Pool3dParams::cubic(2, 2, 0))?;
-    let dx = y.sum_all()?.backward()?.remove(&x).expect("input gradient");
-    assert_eq!(values(&dx)?, [1., 0., 0., 0., 0., 0., 0., 0.]);
+    assert_eq!(window_gradient([1.; 8])?, [1., 0., 0., 0., 0., 0., 0., 0.]);
     // A tie between a later voxel and an earlier one also goes to the earlier one.
-    let x = Var::from_tensor(
-        &Tensor::new(&[0f32, 3., 1., 3., 2., 3., 0., 0.], &Device::Cpu)?
-            .reshape((1, 1, 2, 2, 2))?,
-    )?;
-    let y = max_pool3d(x.as_tensor(), &Pool3dParams::cubic(2, 2, 0))?;
-    let dx = y.sum_all()?.backward()?.remove(&x).expect("input gradient");
-    assert_eq!(values(&dx)?, [0., 1., 0., 0., 0., 0., 0., 0.]);
+    let tie = [0., 3., 1., 3., 2., 3., 0., 0.];
+    assert_eq!(window_gradient(tie)?, [0., 1., 0., 0., 0., 0., 0., 0.]);
     Ok(())
 }
 
@@ -245,5 +250,101 @@ fn empty_spatial_axis_is_an_error_even_with_padding() -> Result<()> {
         let message = result.expect_err("empty axis").to_string();
         assert!(message.contains("must be positive"), "{message}");
     }
+    Ok(())
+}
+
+/// Equal as pooling results within a relative `tol`: close values, or both NaN.
+fn assert_same(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = (g - w).abs() <= tol * (1.0 + w.abs()) || (g.is_nan() && w.is_nan());
+        assert!(ok, "{what}: element {i}: fast {g}, reference {w}");
+    }
+}
+
+/// Values on a coarse lattice (many ties within a window) with a few NaNs.
+fn tied_with_nans(n: usize, seed: u64) -> Vec<f64> {
+    deterministic_values(n, seed, -1.0, 1.0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if i % 37 == 5 {
+                f64::NAN
+            } else {
+                (v * 4.0).round() / 4.0
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn max_pool_recorded_and_recomputed_winners_match_reference_with_ties_and_nans() -> Result<()> {
+    for dtype in [DType::F32, DType::F64] {
+        for (i, (dims, p)) in CASES.iter().enumerate() {
+            let n: usize = dims.iter().product();
+            let xs = tied_with_nans(n, 110 + i as u64);
+            let x = Tensor::from_vec(xs.clone(), dims, &Device::Cpu)?.to_dtype(dtype)?;
+            let what = format!("{dtype:?} {dims:?} {p:?}");
+            // f64 sums the gradients in the reference's order; f32 rounds differently.
+            let tol = if dtype == DType::F64 { 0.0 } else { 1e-6 };
+            // Tracked input: the forward records the winners, the backward scatters to them.
+            let xv = Var::from_tensor(&x)?;
+            let y = max_pool3d(xv.as_tensor(), p)?;
+            let g = geometry(*dims, y.dims(), p);
+            let dys = deterministic_values(y.elem_count(), 130 + i as u64, -1.0, 1.0);
+            let dy = Tensor::from_vec(dys.clone(), y.dims(), &Device::Cpu)?.to_dtype(dtype)?;
+            let dx = input_gradient(&xv, &y, &dy)?;
+            let flat = |t: &Tensor| -> Result<Vec<f64>> {
+                t.to_dtype(DType::F64)?.flatten_all()?.to_vec1()
+            };
+            let want_y = reference::max_pool_forward(&g, &xs);
+            let want_dx = reference::max_pool_backward(&g, &xs, &dys);
+            assert_same(&format!("{what} y"), &flat(&y)?, &want_y, tol);
+            assert_same(&format!("{what} dx"), &flat(&dx)?, &want_dx, tol);
+            // Untracked input: the forward records nothing and gives the same values.
+            assert_same(
+                &format!("{what} y untracked"),
+                &flat(&max_pool3d(&x, p)?)?,
+                &want_y,
+                tol,
+            );
+            // The backward without recorded winners (as after a CUDA forward) finds them again.
+            assert_same(
+                &format!("{what} dx recomputed"),
+                &max_pool_backward(&g, &xs, &dys)?,
+                &want_dx,
+                0.0,
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn max_pool_nan_window_routes_gradient_to_its_last_nan() -> Result<()> {
+    // PyTorch's running max lets every NaN take over, so the last NaN of the window wins.
+    let nans = [f32::NAN, 7., f32::NAN, 2., 9., 0., 0., 0.];
+    assert_eq!(window_gradient(nans)?, [0., 0., 1., 0., 0., 0., 0., 0.]);
+    Ok(())
+}
+
+#[test]
+fn max_pool_strided_input_with_batch_matches_reference() -> Result<()> {
+    // Channels-last storage permuted to [N, C, D, H, W]: the kernels read a copy in row-major
+    // order and the gradient comes back in the input's shape.
+    let p = Pool3dParams::cubic(3, 1, 1);
+    let stored = det(&[3, 4, 5, 6, 2], 150, DType::F32)?;
+    let xv = Var::from_tensor(&stored)?;
+    let x = xv.as_tensor().permute((0, 4, 1, 2, 3))?;
+    let y = max_pool3d(&x, &p)?;
+    let dy = det(y.dims(), 151, DType::F32)?;
+    let dx = input_gradient(&xv, &y, &dy)?;
+    let xs = values(&x.contiguous()?)?;
+    let g = geometry([3, 2, 4, 5, 6], y.dims(), &p);
+    let want = reference::max_pool_backward(&g, &xs, &values(&dy)?);
+    // Back to the stored channels-last order for comparison.
+    let want = Tensor::from_vec(want, (3, 2, 4, 5, 6), &Device::Cpu)?.permute((0, 2, 3, 4, 1))?;
+    assert_close("dx", &dx, &values(&want.contiguous()?)?)?;
+    assert_close("y", &y, &reference::max_pool_forward(&g, &xs))?;
     Ok(())
 }

@@ -6,9 +6,14 @@
 //! it transposes, and each kernel's backward is made of the other two, so there is one
 //! implementation of each and every pass gets a second derivative for free.
 //!
+//! On the CPU, f32 layers with few output channels run direct AVX2/FMA kernels (`direct.rs`:
+//! padded input, register-blocked microkernels, no column matrix); every other layer, and
+//! those on CPUs without AVX2, vol2col + gemm (`kernels.rs`).
+//!
 //! With the `cuda` feature each kernel also runs on CUDA devices: vol2col / col2vol kernels
 //! around cuBLAS matrix products, tiled like the CPU path (docs/cuda.md).
 
+mod direct;
 mod geometry;
 mod kernels;
 pub mod reference;
