@@ -95,8 +95,9 @@ impl PoolGeometry {
 /// `x`: `[N, C, D, H, W]` (or unbatched `[C, D, H, W]`); returns `[N, C, Do, Ho, Wo]` with
 /// `Do = (D + 2·padding - kernel) / stride + 1`. The gradient goes to the first maximum of each
 /// window in `(kd, kh, kw)` order (the last NaN where the window holds one). When `x` is tracked
-/// for gradients the CPU forward records the winners as `u32` indices, 4 bytes per output, kept
-/// until the graph is dropped; a `[D, H, W]` volume must then hold fewer than 2^32 voxels.
+/// for gradients the CPU forward records the winners, kept until the graph is dropped: one byte
+/// per output for windows of up to 256 voxels, else a `u32` index (4 bytes); a `[D, H, W]`
+/// volume must then hold fewer than 2^32 voxels.
 pub fn max_pool3d(x: &Tensor, p: &Pool3dParams) -> Result<Tensor> {
     pool("max_pool3d", x, p, |t, g| {
         t.apply_op1(MaxPool {
@@ -532,19 +533,107 @@ pub fn max_pool_forward_with_indices<T: Float>(
 /// Max pooling backward from the recorded winners: `dx[planes, D, H, W]` with each
 /// `dy[planes, Do, Ho, Wo]` added at its winner's index.
 pub fn max_pool_scatter<T: Float>(g: &PoolGeometry, indices: &[u32], dy: &[T]) -> Vec<T> {
+    let vol = g.output_volume();
+    scatter_to_winners(g, dy, |plane, o, _| indices[plane * vol + o] as usize)
+}
+
+/// `dx[planes, D, H, W]` with each `dy[planes, Do, Ho, Wo]` added at
+/// `winner(plane, output index, flat index of the output window's first voxel)` (that origin
+/// may lie in the padding, hence signed).
+fn scatter_to_winners<T: Float>(
+    g: &PoolGeometry,
+    dy: &[T],
+    winner: impl Fn(usize, usize, isize) -> usize + Sync,
+) -> Vec<T> {
     let mut dx = vec![T::zero(); g.planes * g.input_volume()];
     if dx.is_empty() || dy.is_empty() {
         return dx;
     }
     dx.par_chunks_mut(g.input_volume())
-        .zip(indices.par_chunks(g.output_volume()))
         .zip(dy.par_chunks(g.output_volume()))
-        .for_each(|((dxp, ip), dyp)| {
-            for (&i, &v) in ip.iter().zip(dyp) {
-                dxp[i as usize] += v;
-            }
+        .enumerate()
+        .for_each(|(plane, (dxp, dyp))| {
+            for_each_window_origin(g, |o, origin| dxp[winner(plane, o, origin)] += dyp[o]);
         });
     dx
+}
+
+/// Calls `f(output index, flat index of its window's first voxel)` for every output of one
+/// plane, in order; the origin is signed because windows start in the padding.
+fn for_each_window_origin(g: &PoolGeometry, mut f: impl FnMut(usize, isize)) {
+    let [_, h, w] = g.input.map(|v| v as isize);
+    let start = |axis: usize, o: usize| (o * g.stride[axis]) as isize - g.padding[axis] as isize;
+    let mut o = 0;
+    for od in 0..g.output[0] {
+        let plane_origin = start(0, od) * h * w;
+        for oh in 0..g.output[1] {
+            let row_origin = plane_origin + start(1, oh) * w;
+            for ow in 0..g.output[2] {
+                f(o, row_origin + start(2, ow));
+                o += 1;
+            }
+        }
+    }
+}
+
+/// The winners a max pooling forward recorded for its backward. Where a window holds at most
+/// 256 voxels and fits the input along H and W, each winner is kept as one byte, its place
+/// `(jd·kh + jh)·kw + jw` in its window (ConvDeconv's 3³ windows at 256³: 180 MiB of winners
+/// instead of 720 as `u32` indices); otherwise as flat `u32` volume indices.
+enum Winners {
+    /// Places in the window, `[planes, Do, Ho, Wo]`, and each place's offset from the window's
+    /// first voxel in the flat volume.
+    InWindow {
+        places: Vec<u8>,
+        offsets: Vec<isize>,
+    },
+    /// Flat volume indices, `[planes, Do, Ho, Wo]`.
+    Flat(Vec<u32>),
+}
+
+impl Winners {
+    /// Compacts the flat indices of [`max_pool_forward_with_indices`] where the window allows.
+    fn new(g: &PoolGeometry, flat: Vec<u32>) -> Self {
+        let [kd, kh, kw] = g.kernel;
+        let [_, h, w] = g.input;
+        if kd * kh * kw > 256 || kh > h || kw > w {
+            return Self::Flat(flat);
+        }
+        // With kh ≤ H and kw ≤ W, distinct places of a window are distinct flat offsets.
+        let offsets: Vec<isize> = (0..kd)
+            .flat_map(|jd| (0..kh).flat_map(move |jh| (0..kw).map(move |jw| (jd, jh, jw))))
+            .map(|(jd, jh, jw)| ((jd * h + jh) * w + jw) as isize)
+            .collect();
+        let span = offsets.last().map_or(0, |&last| last as usize + 1);
+        let mut place_of = vec![0u8; span];
+        for (place, &offset) in offsets.iter().enumerate() {
+            place_of[offset as usize] = place as u8;
+        }
+        let vol = g.output_volume();
+        let mut places = vec![0u8; flat.len()];
+        places
+            .par_chunks_mut(vol.max(1))
+            .zip(flat.par_chunks(vol.max(1)))
+            .for_each(|(pp, fp)| {
+                for_each_window_origin(g, |o, origin| {
+                    pp[o] = place_of[(fp[o] as isize - origin) as usize];
+                });
+            });
+        Self::InWindow { places, offsets }
+    }
+
+    /// `dx` from `dy`: each output's gradient added at its winner.
+    fn scatter<T: Float>(&self, g: &PoolGeometry, dy: &[T]) -> Vec<T> {
+        match self {
+            Self::Flat(indices) => max_pool_scatter(g, indices, dy),
+            Self::InWindow { places, offsets } => {
+                let vol = g.output_volume();
+                scatter_to_winners(g, dy, |plane, o, origin| {
+                    (origin + offsets[places[plane * vol + o] as usize]) as usize
+                })
+            }
+        }
+    }
 }
 
 /// Max pooling backward without recorded winners: finds them again from `x` (the first maximum
@@ -731,8 +820,8 @@ pub mod reference {
 struct MaxPool {
     geometry: PoolGeometry,
     save_indices: bool,
-    /// The winners recorded by the CPU forward, `[planes, Do, Ho, Wo]` flat volume indices.
-    indices: OnceLock<Vec<u32>>,
+    /// The winners recorded by the CPU forward.
+    indices: OnceLock<Winners>,
 }
 
 impl Kernel<1> for MaxPool {
@@ -742,7 +831,7 @@ impl Kernel<1> for MaxPool {
             return Ok(max_pool_forward(g, x));
         }
         let (y, indices) = max_pool_forward_with_indices(g, x)?;
-        if self.indices.set(indices).is_err() {
+        if self.indices.set(Winners::new(g, indices)).is_err() {
             candle_core::bail!("max_pool3d: an op instance ran its forward twice");
         }
         Ok(y)
@@ -784,12 +873,12 @@ impl CustomOp1 for MaxPool {
 /// `dy → dx` of max pooling, from the winners its CPU forward recorded.
 struct MaxPoolScatter<'a> {
     geometry: PoolGeometry,
-    indices: &'a [u32],
+    indices: &'a Winners,
 }
 
 impl Kernel<1> for MaxPoolScatter<'_> {
     fn run<T: Float>(&self, [dy]: [&[T]; 1]) -> Result<Vec<T>> {
-        Ok(max_pool_scatter(&self.geometry, self.indices, dy))
+        Ok(self.indices.scatter(&self.geometry, dy))
     }
 }
 

@@ -348,3 +348,23 @@ fn max_pool_strided_input_with_batch_matches_reference() -> Result<()> {
     assert_close("y", &y, &reference::max_pool_forward(&g, &xs))?;
     Ok(())
 }
+
+/// Windows whose winners do not fit one byte — wider than the input along W, or over 256
+/// voxels — keep flat indices; both kinds send the gradient where the reference does.
+#[test]
+fn max_pool_winners_outside_one_byte_windows_match_reference() -> Result<()> {
+    let cases = [
+        ([1, 2, 5, 4, 2], Pool3dParams::cubic(3, 1, 1)),
+        ([1, 1, 8, 8, 8], Pool3dParams::cubic(7, 1, 3)),
+    ];
+    for (i, (dims, p)) in cases.iter().enumerate() {
+        let x = Var::from_tensor(&det(dims, 170 + i as u64, DType::F32)?)?;
+        let y = max_pool3d(x.as_tensor(), p)?;
+        let dy = det(y.dims(), 180 + i as u64, DType::F32)?;
+        let dx = input_gradient(&x, &y, &dy)?;
+        let g = geometry(*dims, y.dims(), p);
+        let want = reference::max_pool_backward(&g, &values(&x)?, &values(&dy)?);
+        assert_close(&format!("{dims:?} {p:?} dx"), &dx, &want)?;
+    }
+    Ok(())
+}
