@@ -176,7 +176,8 @@ fn matmul_split_columns<T: Float>(
     parallel: bool,
 ) -> Result<()> {
     let threads = rayon::current_num_threads();
-    if !parallel || threads < 2 || n < 2 * MIN_TILE_COLUMNS || dst_view.col_stride != 1 {
+    let split = parallel && threads > 1 && n >= 2 * MIN_TILE_COLUMNS && dst_view.col_stride == 1;
+    if !split || m == 0 || k == 0 {
         return matmul(
             (m, n, k),
             dst,
@@ -192,19 +193,6 @@ fn matmul_split_columns<T: Float>(
     dst_view.check(dst.len(), m, n)?;
     lhs_view.check(lhs.len(), m, k)?;
     rhs_view.check(rhs.len(), k, n)?;
-    if m == 0 || k == 0 {
-        return matmul(
-            (m, n, k),
-            dst,
-            dst_view,
-            false,
-            lhs,
-            lhs_view,
-            rhs,
-            rhs_view,
-            false,
-        );
-    }
     let per_range = n.div_ceil(threads);
     let starts: Vec<usize> = (0..n).step_by(per_range).collect();
     let dst = SendPtr(dst.as_mut_ptr());
