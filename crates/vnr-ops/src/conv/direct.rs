@@ -580,7 +580,7 @@ unsafe fn weight_microkernel(
 
 #[cfg(test)]
 mod tests {
-    use super::super::reference;
+    use super::super::{conv3d_geometry, reference, Conv3dParams};
     use super::*;
 
     fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -607,23 +607,15 @@ mod tests {
     /// The geometry of one of [`CASES`].
     fn geometry(case: usize) -> ConvGeometry {
         let ([n, c, o, groups], [input, kernel, stride, dilation, before, after]) = CASES[case];
-        let mut output = [0; 3];
-        for a in 0..3 {
-            let span = dilation[a] * (kernel[a] - 1) + 1;
-            output[a] = (input[a] + before[a] + after[a] - span) / stride[a] + 1;
-        }
-        ConvGeometry {
-            batch: n,
-            in_channels: c,
-            out_channels: o,
-            groups,
-            input,
-            output,
-            kernel,
+        let p = Conv3dParams {
             stride,
+            padding: std::array::from_fn(|a| [before[a], after[a]]),
             dilation,
-            pad: before,
-        }
+            groups,
+        };
+        let x = [n, c, input[0], input[1], input[2]];
+        let w = [o, c / groups, kernel[0], kernel[1], kernel[2]];
+        conv3d_geometry(x, w, &p).expect("a valid test geometry")
     }
 
     #[test]

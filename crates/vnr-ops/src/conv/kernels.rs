@@ -843,6 +843,7 @@ pub fn backward_weight<T: Float>(g: &ConvGeometry, x: &[T], dy: &[T], dw: &mut [
 
 #[cfg(test)]
 mod tests {
+    use super::super::{conv3d_geometry, Conv3dParams};
     use super::*;
 
     fn values(n: usize, seed: usize) -> Vec<f64> {
@@ -887,22 +888,15 @@ mod tests {
             ),
         ];
         for (c, o, groups, input, kernel, dilation, before, after) in cases {
-            let mut output = [0; 3];
-            for a in 0..3 {
-                output[a] = input[a] + before[a] + after[a] - dilation[a] * (kernel[a] - 1);
-            }
-            let g = ConvGeometry {
-                batch: 2,
-                in_channels: c,
-                out_channels: o,
-                groups,
-                input,
-                output,
-                kernel,
+            let p = Conv3dParams {
                 stride: [1; 3],
+                padding: std::array::from_fn(|a| [before[a], after[a]]),
                 dilation,
-                pad: before,
+                groups,
             };
+            let x = [2, c, input[0], input[1], input[2]];
+            let w = [o, c / groups, kernel[0], kernel[1], kernel[2]];
+            let g = conv3d_geometry(x, w, &p)?;
             assert!(flipped(&g).is_some(), "{g:?}");
             let dy = values(g.batch * o * g.output_volume(), 1);
             let w = values(o * (c / groups) * g.kernel_volume(), 2);

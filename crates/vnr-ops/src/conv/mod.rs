@@ -115,9 +115,20 @@ impl Default for ConvTranspose3dParams {
 /// `[N, O, Do, Ho, Wo]` with `Do = (D + pad_before + pad_after - dilation·(kd-1) - 1) / stride + 1`.
 /// f32 and f64 run natively, f16/bf16 in f32.
 pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv3dParams) -> Result<Tensor> {
-    const OP: &str = "conv3d";
-    let [batch, in_channels, d, h, wd] = dims5(OP, "input", x)?;
-    let [out_channels, group_in, kd, kh, kw] = dims5(OP, "weight", w)?;
+    let geometry = conv3d_geometry(dims5(CONV3D, "input", x)?, dims5(CONV3D, "weight", w)?, p)?;
+    run_conv(CONV3D, x, w, bias, geometry, Pass::Forward)
+}
+
+const CONV3D: &str = "conv3d";
+
+/// The geometry of [`conv3d`] for input dims `[N, C, D, H, W]`, weight dims
+/// `[O, C/groups, kd, kh, kw]` and `p`, or an error for channels, groups or sizes that do not fit.
+pub(crate) fn conv3d_geometry(
+    [batch, in_channels, d, h, wd]: [usize; 5],
+    [out_channels, group_in, kd, kh, kw]: [usize; 5],
+    p: &Conv3dParams,
+) -> Result<ConvGeometry> {
+    const OP: &str = CONV3D;
     let kernel = [kd, kh, kw];
     check_common(OP, p.groups, p.stride, p.dilation, kernel)?;
     check_channels(OP, in_channels, out_channels, p.groups)?;
@@ -150,7 +161,7 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv3dParams) -
             ),
         };
     }
-    let geometry = ConvGeometry {
+    Ok(ConvGeometry {
         batch,
         in_channels,
         out_channels,
@@ -161,8 +172,7 @@ pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, p: &Conv3dParams) -
         stride: p.stride,
         dilation: p.dilation,
         pad: [p.padding[0][0], p.padding[1][0], p.padding[2][0]],
-    };
-    run_conv(OP, x, w, bias, geometry, Pass::Forward)
+    })
 }
 
 /// 3D transposed convolution, as PyTorch's `conv_transpose3d` (the gradient of [`conv3d`] with
