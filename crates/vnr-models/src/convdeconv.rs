@@ -462,8 +462,7 @@ impl Module for ConvDeconv {
         let mut x = x.clone();
         let mut features = Vec::with_capacity(self.encoder.len());
         for scale in &self.encoder {
-            x = scale.down.forward_leaky(&x, slope)?;
-            x = self.pool.forward(&x)?;
+            x = scale.down.forward_leaky_max_pool(&x, slope, &self.pool)?;
             x = scale.mix.forward_leaky(&x, slope)?;
             features.push(x.clone());
         }

@@ -10,6 +10,8 @@ use candle_core::{bail, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use vnr_ops::channelwise::{bias_add, bias_leaky_relu, bias_prelu, bias_residual_add};
 use vnr_ops::conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
+use vnr_ops::nn::conv::MaxPool3d;
+use vnr_ops::pool::bias_leaky_relu_max_pool3d;
 
 /// How a convolution pads its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +196,18 @@ impl Conv {
     /// ([`bias_leaky_relu`]).
     pub fn forward_leaky(&self, x: &Tensor, slope: f64) -> Result<Tensor> {
         bias_leaky_relu(&self.unbiased(x)?, &self.bias, slope)
+    }
+
+    /// `max_pool3d(LeakyReLU(conv(x) + bias))` for a 3D convolution, the bias, the activation
+    /// and the pooling fused into one op ([`bias_leaky_relu_max_pool3d`]), so the activated
+    /// tensor is never kept for backward.
+    pub fn forward_leaky_max_pool(
+        &self,
+        x: &Tensor,
+        slope: f64,
+        pool: &MaxPool3d,
+    ) -> Result<Tensor> {
+        bias_leaky_relu_max_pool3d(&self.unbiased(x)?, &self.bias, slope, &pool.params)
     }
 
     /// `PReLU(conv(x) + bias)` with slopes `alpha` `[O]`, the bias fused into the activation

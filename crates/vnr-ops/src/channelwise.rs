@@ -120,7 +120,7 @@ pub fn bias_residual_add_reference(x: &Tensor, bias: &Tensor, skip: &Tensor) -> 
 }
 
 /// Checks that `param` is `[C]` for `x` `[B, C, …]` and returns `C`.
-fn channels(op: &str, x: &Tensor, param: &Tensor) -> Result<usize> {
+pub(crate) fn channels(op: &str, x: &Tensor, param: &Tensor) -> Result<usize> {
     match (x.dims(), param.dims()) {
         ([_, c, ..], [n]) if c == n => Ok(*c),
         (xd, pd) => bail!("{op}: expected x [B, C, …] and a parameter [C], got {xd:?} and {pd:?}"),
@@ -212,7 +212,7 @@ const BLOCK: usize = 256;
 const LANES: usize = 8;
 
 /// `Σ values` in f64: blocks of [`BLOCK`] summed in [`LANES`] lanes of `T`.
-fn lane_sum<T: WithDType>(values: &[T]) -> f64 {
+pub(crate) fn lane_sum<T: WithDType>(values: &[T]) -> f64 {
     let mut total = 0f64;
     for block in values.chunks(BLOCK) {
         let mut acc = [T::zero(); LANES];

@@ -7,7 +7,9 @@
 //! to those winners.
 
 use crate::dispatch::{kernel_dtype, run_cpu, Float, Kernel};
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
+};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -119,6 +121,67 @@ pub fn avg_pool3d(x: &Tensor, p: &Pool3dParams) -> Result<Tensor> {
             backward: false,
         })
     })
+}
+
+/// `max_pool3d(LeakyReLU(x + bias))` with a per-channel `bias` `[C]` (`x`: `[N, C, D, H, W]`),
+/// as one CPU op for f32 and f64 and a slope ≥ 0: each volume is biased and activated into a
+/// worker's buffer and pooled from there, so neither the biased nor the activated tensor is
+/// ever kept. The backward needs only the recorded winners and the output: the activation's
+/// slope at a winner is read from the output's sign (`y > 0` exactly where `x + bias > 0`, for
+/// a slope ≥ 0), and the bias gradient is the per-channel sum of the scaled output gradient.
+///
+/// Outputs and winners are those of the composition [`bias_leaky_relu_max_pool3d_reference`];
+/// gradients agree with it up to rounding (each output's gradient is scaled before, not
+/// after, the sum at a shared winner). Why: ConvDeconv's first scale at 256³ input kept its
+/// activated `[64, 128³]` tensor (512 MiB) only as the pooling's input. Other devices, dtypes
+/// and negative slopes run that composition.
+pub fn bias_leaky_relu_max_pool3d(
+    x: &Tensor,
+    bias: &Tensor,
+    slope: f64,
+    p: &Pool3dParams,
+) -> Result<Tensor> {
+    const OP: &str = "bias_leaky_relu_max_pool3d";
+    if x.rank() != 5 {
+        candle_core::bail!(
+            "{OP}: input must have rank 5 [N, C, D, H, W], got {:?}",
+            x.dims()
+        );
+    }
+    let channels = crate::channelwise::channels(OP, x, bias)?;
+    let fused = x.device().is_cpu()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && bias.dtype() == x.dtype()
+        && slope >= 0.0
+        && slope.is_finite();
+    if !fused {
+        return bias_leaky_relu_max_pool3d_reference(x, bias, slope, p);
+    }
+    pool(OP, x, p, |x, geometry| {
+        x.contiguous()?.apply_op2(
+            &bias.contiguous()?,
+            BiasLeakyMaxPool {
+                geometry,
+                channels,
+                slope,
+                save_winners: x.track_op() || bias.track_op(),
+                winners: OnceLock::new(),
+            },
+        )
+    })
+}
+
+/// The composition [`bias_leaky_relu_max_pool3d`] replaces and is checked against:
+/// [`bias_leaky_relu`](crate::channelwise::bias_leaky_relu) (PyTorch's gradient at 0 and NaN,
+/// which the plain `maximum` of its own reference does not give), then [`max_pool3d`]; any
+/// device and dtype.
+pub fn bias_leaky_relu_max_pool3d_reference(
+    x: &Tensor,
+    bias: &Tensor,
+    slope: f64,
+    p: &Pool3dParams,
+) -> Result<Tensor> {
+    max_pool3d(&crate::channelwise::bias_leaky_relu(x, bias, slope)?, p)
 }
 
 /// Validates the shapes, computes the geometry and runs `f` in the kernel dtype.
@@ -488,17 +551,7 @@ fn divisors<T: Float>(g: &PoolGeometry, count_include_pad: bool) -> Vec<T> {
 
 /// Fast max pooling forward: `[planes, D, H, W]` → `[planes, Do, Ho, Wo]`.
 pub fn max_pool_forward<T: Float>(g: &PoolGeometry, x: &[T]) -> Vec<T> {
-    let mut y = vec![T::zero(); g.planes * g.output_volume()];
-    if y.is_empty() {
-        return y;
-    }
-    y.par_chunks_mut(g.output_volume())
-        .zip(x.par_chunks(g.input_volume()))
-        .for_each_init(
-            || Scratch::new(g, false),
-            |scratch, (yp, xp)| max_pool_volume(g, scratch, xp, yp, None),
-        );
-    y
+    max_pool_planes(g, x, None, None).0
 }
 
 /// Fast max pooling forward that also records each output's winner (the voxel its gradient
@@ -508,54 +561,67 @@ pub fn max_pool_forward_with_indices<T: Float>(
     g: &PoolGeometry,
     x: &[T],
 ) -> Result<(Vec<T>, Vec<u32>)> {
+    Ok(max_pool_planes(g, x, Some(&flat_indices(g)?), None))
+}
+
+/// `0..volume`, the flat index of every voxel of one `[D, H, W]` volume, from which the passes
+/// of [`max_pool_volume`] carry the winners; an error when a volume holds more voxels than a
+/// `u32` index can address.
+fn flat_indices(g: &PoolGeometry) -> Result<Vec<u32>> {
     let Ok(volume) = u32::try_from(g.input_volume()) else {
         candle_core::bail!(
             "max_pool3d: volumes of {:?} voxels exceed the 2^32 that a winner's index can address",
             g.input
         );
     };
-    let mut y = vec![T::zero(); g.planes * g.output_volume()];
-    let mut idx = vec![0u32; y.len()];
-    if y.is_empty() {
-        return Ok((y, idx));
-    }
-    let iota: Vec<u32> = (0..volume).collect();
-    y.par_chunks_mut(g.output_volume())
-        .zip(idx.par_chunks_mut(g.output_volume()))
-        .zip(x.par_chunks(g.input_volume()))
-        .for_each_init(
-            || Scratch::new(g, true),
-            |scratch, ((yp, ip), xp)| max_pool_volume(g, scratch, xp, yp, Some((&iota, ip))),
-        );
-    Ok((y, idx))
+    Ok((0..volume).collect())
 }
 
-/// Max pooling backward from the recorded winners: `dx[planes, D, H, W]` with each
-/// `dy[planes, Do, Ho, Wo]` added at its winner's index.
-pub fn max_pool_scatter<T: Float>(g: &PoolGeometry, indices: &[u32], dy: &[T]) -> Vec<T> {
-    let vol = g.output_volume();
-    scatter_to_winners(g, dy, |plane, o, _| indices[plane * vol + o] as usize)
-}
+/// A function applied to each `[D, H, W]` volume before it is pooled: `map(plane, x, out)`
+/// writes the mapped values of volume `plane` of the input into `out`.
+type PlaneMap<'a, T> = &'a (dyn Fn(usize, &[T], &mut [T]) + Sync);
 
-/// `dx[planes, D, H, W]` with each `dy[planes, Do, Ho, Wo]` added at
-/// `winner(plane, output index, flat index of the output window's first voxel)` (that origin
-/// may lie in the padding, hence signed).
-fn scatter_to_winners<T: Float>(
+/// Max pools every volume of `x` (mapped first by `map`, when given), in parallel over volumes:
+/// the outputs and, with `iota` (from [`flat_indices`]), each output's winner as a flat index
+/// into its volume (empty without).
+fn max_pool_planes<T: Float>(
     g: &PoolGeometry,
-    dy: &[T],
-    winner: impl Fn(usize, usize, isize) -> usize + Sync,
-) -> Vec<T> {
-    let mut dx = vec![T::zero(); g.planes * g.input_volume()];
-    if dx.is_empty() || dy.is_empty() {
-        return dx;
+    x: &[T],
+    iota: Option<&[u32]>,
+    map: Option<PlaneMap<'_, T>>,
+) -> (Vec<T>, Vec<u32>) {
+    let (in_vol, out_vol) = (g.input_volume(), g.output_volume());
+    let mut y = vec![T::zero(); g.planes * out_vol];
+    let mut idx = vec![0u32; if iota.is_some() { y.len() } else { 0 }];
+    if y.is_empty() {
+        return (y, idx);
     }
-    dx.par_chunks_mut(g.input_volume())
-        .zip(dy.par_chunks(g.output_volume()))
+    // One (possibly empty) winner slice per volume, so both cases share one parallel loop.
+    let idx_planes: Vec<&mut [u32]> = match iota {
+        Some(_) => idx.chunks_mut(out_vol).collect(),
+        None => (0..g.planes).map(|_| <&mut [u32]>::default()).collect(),
+    };
+    y.par_chunks_mut(out_vol)
+        .zip(idx_planes)
+        .zip(x.par_chunks(in_vol))
         .enumerate()
-        .for_each(|(plane, (dxp, dyp))| {
-            for_each_window_origin(g, |o, origin| dxp[winner(plane, o, origin)] += dyp[o]);
-        });
-    dx
+        .for_each_init(
+            || {
+                let mapped = vec![T::zero(); if map.is_some() { in_vol } else { 0 }];
+                (Scratch::new(g, iota.is_some()), mapped)
+            },
+            |(scratch, mapped), (plane, ((yp, ip), xp))| {
+                let src = match map {
+                    Some(map) => {
+                        map(plane, xp, mapped);
+                        &mapped[..]
+                    }
+                    None => xp,
+                };
+                max_pool_volume(g, scratch, src, yp, iota.map(|iota| (iota, ip)));
+            },
+        );
+    (y, idx)
 }
 
 /// Calls `f(output index, flat index of its window's first voxel)` for every output of one
@@ -622,18 +688,62 @@ impl Winners {
         Self::InWindow { places, offsets }
     }
 
-    /// `dx` from `dy`: each output's gradient added at its winner.
+    /// `dx[planes, D, H, W]` from `dy[planes, Do, Ho, Wo]`: each output's gradient added at
+    /// its winner.
     fn scatter<T: Float>(&self, g: &PoolGeometry, dy: &[T]) -> Vec<T> {
+        scatter_planes(g, dy, |plane, dyp, dxp| {
+            self.scatter_plane(g, plane, dyp, dxp)
+        })
+    }
+
+    /// Adds each output gradient `dy[Do, Ho, Wo]` of volume `plane` at its winner in that
+    /// volume's `dx[D, H, W]`.
+    fn scatter_plane<T: Float>(&self, g: &PoolGeometry, plane: usize, dy: &[T], dx: &mut [T]) {
+        let vol = g.output_volume();
         match self {
-            Self::Flat(indices) => max_pool_scatter(g, indices, dy),
+            Self::Flat(indices) => add_at(&indices[plane * vol..(plane + 1) * vol], dy, dx),
             Self::InWindow { places, offsets } => {
-                let vol = g.output_volume();
-                scatter_to_winners(g, dy, |plane, o, origin| {
-                    (origin + offsets[places[plane * vol + o] as usize]) as usize
-                })
+                let places = &places[plane * vol..(plane + 1) * vol];
+                for_each_window_origin(g, |o, origin| {
+                    dx[(origin + offsets[places[o] as usize]) as usize] += dy[o];
+                });
             }
         }
     }
+}
+
+/// `dx[planes, D, H, W]`, zeroed, then `scatter(plane, dy of the plane, dx of the plane)` for
+/// every volume in parallel.
+fn scatter_planes<T: Float>(
+    g: &PoolGeometry,
+    dy: &[T],
+    scatter: impl Fn(usize, &[T], &mut [T]) + Sync,
+) -> Vec<T> {
+    let mut dx = vec![T::zero(); g.planes * g.input_volume()];
+    if dx.is_empty() || dy.is_empty() {
+        return dx;
+    }
+    dx.par_chunks_mut(g.input_volume())
+        .zip(dy.par_chunks(g.output_volume()))
+        .enumerate()
+        .for_each(|(plane, (dxp, dyp))| scatter(plane, dyp, dxp));
+    dx
+}
+
+/// `dx[winners[o]] += dy[o]` for every output `o` of one volume.
+fn add_at<T: Float>(winners: &[u32], dy: &[T], dx: &mut [T]) {
+    for (&i, &d) in winners.iter().zip(dy) {
+        dx[i as usize] += d;
+    }
+}
+
+/// Max pooling backward from recorded winners: `dx[planes, D, H, W]` with each
+/// `dy[planes, Do, Ho, Wo]` added at its winner's flat index.
+pub fn max_pool_scatter<T: Float>(g: &PoolGeometry, indices: &[u32], dy: &[T]) -> Vec<T> {
+    let vol = g.output_volume();
+    scatter_planes(g, dy, |plane, dyp, dxp| {
+        add_at(&indices[plane * vol..(plane + 1) * vol], dyp, dxp)
+    })
 }
 
 /// Max pooling backward without recorded winners: finds them again from `x` (the first maximum
@@ -947,6 +1057,150 @@ impl CustomOp3 for MaxPoolBackward {
         self.check_layouts(l1, l2, l3)?;
         let out = crate::cuda::max_pool_backward((s1, l1), (s2, l2), (s3, l3), &self.geometry)?;
         Ok((out, l1.shape().clone()))
+    }
+}
+
+/// The fused op of [`bias_leaky_relu_max_pool3d`] on `(x, bias)`; with `save_winners` (an
+/// operand is tracked for gradients) the forward records each output's winner.
+struct BiasLeakyMaxPool {
+    geometry: PoolGeometry,
+    channels: usize,
+    slope: f64,
+    save_winners: bool,
+    winners: OnceLock<Winners>,
+}
+
+impl Kernel<2> for BiasLeakyMaxPool {
+    fn run<T: Float>(&self, [x, bias]: [&[T]; 2]) -> Result<Vec<T>> {
+        let (g, channels) = (&self.geometry, self.channels);
+        let (zero, slope) = (T::zero(), T::from_f64(self.slope));
+        let activate = |plane: usize, x: &[T], out: &mut [T]| {
+            let b = bias[plane % channels];
+            for (o, &x) in out.iter_mut().zip(x) {
+                let v = x + b;
+                // As `bias_leaky_relu`'s forward, so the pooled values are bit for bit its.
+                *o = if v > zero { v } else { v * slope };
+            }
+        };
+        if !self.save_winners {
+            return Ok(max_pool_planes(g, x, None, Some(&activate)).0);
+        }
+        let (y, flat) = max_pool_planes(g, x, Some(&flat_indices(g)?), Some(&activate));
+        if self.winners.set(Winners::new(g, flat)).is_err() {
+            candle_core::bail!("bias_leaky_relu_max_pool3d: an op instance ran its forward twice");
+        }
+        Ok(y)
+    }
+}
+
+impl CustomOp2 for BiasLeakyMaxPool {
+    fn name(&self) -> &'static str {
+        "bias_leaky_relu_max_pool3d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        check_layout(self.name(), xl, g.planes, g.input)?;
+        let out = run_cpu(self.name(), self, [(xs, xl), (bs, bl)])?;
+        Ok((out, with_spatial(xl.dims(), g.output)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        bias: &Tensor,
+        y: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let Some(winners) = self.winners.get() else {
+            candle_core::bail!("bias_leaky_relu_max_pool3d: backward without recorded winners");
+        };
+        let packed = y.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &BiasLeakyMaxPoolGrad {
+                geometry: self.geometry,
+                channels: self.channels,
+                slope: self.slope,
+                winners,
+            },
+        )?;
+        let (dx, dbias) = crate::channelwise::unpack_grads(&packed, x.shape(), bias.elem_count())?;
+        Ok((Some(dx), Some(dbias)))
+    }
+}
+
+/// The backward of [`BiasLeakyMaxPool`] on `(y, dy)`: `[dx (flattened), dbias]`, where each
+/// output's gradient, scaled by the activation's slope at its winner, is added at the winner
+/// and summed per channel.
+struct BiasLeakyMaxPoolGrad<'a> {
+    geometry: PoolGeometry,
+    channels: usize,
+    slope: f64,
+    winners: &'a Winners,
+}
+
+impl Kernel<2> for BiasLeakyMaxPoolGrad<'_> {
+    fn run<T: Float>(&self, [y, dy]: [&[T]; 2]) -> Result<Vec<T>> {
+        let (g, channels) = (&self.geometry, self.channels);
+        let (in_vol, out_vol) = (g.input_volume(), g.output_volume());
+        let (zero, slope) = (T::zero(), T::from_f64(self.slope));
+        let mut out = vec![zero; g.planes * in_vol + channels];
+        let (dx, dbias) = out.split_at_mut(g.planes * in_vol);
+        if in_vol == 0 || out_vol == 0 {
+            return Ok(out);
+        }
+        let sums: Vec<f64> = dx
+            .par_chunks_mut(in_vol)
+            .zip(y.par_chunks(out_vol).zip(dy.par_chunks(out_vol)))
+            .enumerate()
+            .map_init(
+                || vec![zero; out_vol],
+                |scaled, (plane, (dxp, (yp, dyp)))| {
+                    for ((s, &y), &d) in scaled.iter_mut().zip(yp).zip(dyp) {
+                        *s = if y > zero { d } else { d * slope };
+                    }
+                    self.winners.scatter_plane(g, plane, scaled, dxp);
+                    crate::channelwise::lane_sum(scaled)
+                },
+            )
+            .collect();
+        let mut totals = vec![0f64; channels];
+        for (plane, s) in sums.iter().enumerate() {
+            totals[plane % channels] += s;
+        }
+        for (d, t) in dbias.iter_mut().zip(totals) {
+            *d = T::from_f64(t);
+        }
+        Ok(out)
+    }
+}
+
+impl CustomOp2 for BiasLeakyMaxPoolGrad<'_> {
+    fn name(&self) -> &'static str {
+        "bias_leaky_relu_max_pool3d-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.geometry;
+        check_layout(self.name(), yl, g.planes, g.output)?;
+        check_layout(self.name(), gl, g.planes, g.output)?;
+        let out = run_cpu(self.name(), self, [(ys, yl), (gs, gl)])?;
+        Ok((
+            out,
+            Shape::from(g.planes * g.input_volume() + self.channels),
+        ))
     }
 }
 

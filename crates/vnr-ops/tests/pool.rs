@@ -5,7 +5,8 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use vnr_ops::gradcheck::deterministic_values;
 use vnr_ops::gradcheck::{check_gradients, GradCheckConfig};
 use vnr_ops::pool::{
-    avg_pool3d, max_pool3d, max_pool_backward, reference, Pool3dParams, PoolGeometry,
+    avg_pool3d, bias_leaky_relu_max_pool3d, bias_leaky_relu_max_pool3d_reference, max_pool3d,
+    max_pool_backward, reference, Pool3dParams, PoolGeometry,
 };
 
 /// Deterministic values in [-1, 1), so failures reproduce.
@@ -366,5 +367,105 @@ fn max_pool_winners_outside_one_byte_windows_match_reference() -> Result<()> {
         let want = reference::max_pool_backward(&g, &values(&x)?, &values(&dy)?);
         assert_close(&format!("{dims:?} {p:?} dx"), &dx, &want)?;
     }
+    Ok(())
+}
+
+/// Output, input gradient and bias gradient of `sum(f(x, bias) · dy)`.
+fn fused_pool_results(
+    f: impl Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    (x, bias): (&Tensor, &Tensor),
+    seed: u64,
+) -> Result<[Vec<f64>; 3]> {
+    let (xv, bv) = (Var::from_tensor(x)?, Var::from_tensor(bias)?);
+    let y = f(xv.as_tensor(), bv.as_tensor())?;
+    let dys = tied_with_nans(y.elem_count(), seed);
+    let dy = Tensor::from_vec(dys, y.dims(), &Device::Cpu)?.to_dtype(x.dtype())?;
+    let grads = y.mul(&dy)?.sum_all()?.backward()?;
+    let flat =
+        |t: &Tensor| -> Result<Vec<f64>> { t.to_dtype(DType::F64)?.flatten_all()?.to_vec1() };
+    Ok([
+        flat(&y)?,
+        flat(grads.get(&xv).expect("input gradient"))?,
+        flat(grads.get(&bv).expect("bias gradient"))?,
+    ])
+}
+
+/// The fused bias + LeakyReLU + max pooling gives the composition's outputs bit for bit (and so
+/// routes gradients to the same winners, ties and NaNs included) and its gradients up to
+/// rounding, for f32 and f64, one-byte and flat winners, slopes 0 (ReLU), 0.01 and 1.
+#[test]
+fn bias_leaky_relu_max_pool_matches_composition() -> Result<()> {
+    let mut cases = CASES.to_vec();
+    cases.push(([1, 1, 8, 8, 8], Pool3dParams::cubic(7, 1, 3)));
+    for dtype in [DType::F32, DType::F64] {
+        for (i, (dims, p)) in cases.iter().enumerate() {
+            for slope in [0.0, 0.01, 1.0] {
+                let n: usize = dims.iter().product();
+                let x = Tensor::from_vec(tied_with_nans(n, 200 + i as u64), dims, &Device::Cpu)?
+                    .to_dtype(dtype)?;
+                let bias = det(&[dims[1]], 210 + i as u64, dtype)?;
+                let fused = |x: &Tensor, b: &Tensor| bias_leaky_relu_max_pool3d(x, b, slope, p);
+                let plain =
+                    |x: &Tensor, b: &Tensor| bias_leaky_relu_max_pool3d_reference(x, b, slope, p);
+                let [y, dx, db] = fused_pool_results(fused, (&x, &bias), 220 + i as u64)?;
+                let [want_y, want_dx, want_db] =
+                    fused_pool_results(plain, (&x, &bias), 220 + i as u64)?;
+                let what = format!("{dtype:?} {dims:?} {p:?} slope {slope}");
+                assert_same(&format!("{what} y"), &y, &want_y, 0.0);
+                let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+                assert_same(&format!("{what} dx"), &dx, &want_dx, tol);
+                assert_same(&format!("{what} dbias"), &db, &want_db, tol * 10.0);
+                // Untracked: no winners recorded, same values.
+                let untracked = bias_leaky_relu_max_pool3d(&x, &bias, slope, p)?;
+                let untracked = untracked.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+                assert_same(&format!("{what} y untracked"), &untracked, &want_y, 0.0);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn bias_leaky_relu_max_pool_gradients_match_finite_differences() -> Result<()> {
+    let cfg = GradCheckConfig::default();
+    let p = Pool3dParams::cubic(3, 1, 1);
+    let x = det(&[2, 3, 4, 5, 3], 230, DType::F64)?;
+    let bias = det(&[3], 231, DType::F64)?;
+    check_gradients(
+        |v| bias_leaky_relu_max_pool3d(&v[0], &v[1], 0.01, &p),
+        &[x.clone(), bias.clone()],
+        &cfg,
+    )?;
+    // Non-contiguous input (channels-last storage, permuted inside) and a strided pooling.
+    let stored = det(&[2, 4, 5, 3, 3], 232, DType::F64)?;
+    let p = Pool3dParams::cubic(2, 2, 1);
+    check_gradients(
+        |v| bias_leaky_relu_max_pool3d(&v[0].permute((0, 4, 1, 2, 3))?, &v[1], 0.2, &p),
+        &[stored, bias],
+        &cfg,
+    )?;
+    Ok(())
+}
+
+#[test]
+fn bias_leaky_relu_max_pool_bad_shapes_are_errors_and_negative_slopes_compose() -> Result<()> {
+    let p = Pool3dParams::cubic(3, 1, 1);
+    let x = det(&[1, 2, 4, 4, 4], 240, DType::F32)?;
+    let wrong_bias = det(&[3], 241, DType::F32)?;
+    let message = bias_leaky_relu_max_pool3d(&x, &wrong_bias, 0.01, &p)
+        .expect_err("bias of the wrong length")
+        .to_string();
+    assert!(message.contains("[C]"), "{message}");
+    let unbatched = det(&[2, 4, 4, 4], 242, DType::F32)?;
+    let bias = det(&[2], 243, DType::F32)?;
+    let message = bias_leaky_relu_max_pool3d(&unbatched, &bias, 0.01, &p)
+        .expect_err("rank 4")
+        .to_string();
+    assert!(message.contains("rank 5"), "{message}");
+    // A negative slope is not monotonic, so pooling cannot read the slope from the output: the
+    // composition runs instead, and still matches the reference.
+    let got = bias_leaky_relu_max_pool3d(&x, &bias, -0.5, &p)?;
+    let want = bias_leaky_relu_max_pool3d_reference(&x, &bias, -0.5, &p)?;
+    assert_close("negative slope", &got, &values(&want)?)?;
     Ok(())
 }
