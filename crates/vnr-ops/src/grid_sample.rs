@@ -411,13 +411,32 @@ pub fn forward_kernel<T: Float>(
                 .map(|(t, pieces)| (b, t * POINT_TILE, pieces)),
         );
     }
+    // Channels-last rows of every batch item, where they pay (see `channels_last`).
+    let rows = channels_last(dims).then(|| to_channels_last(input, channels, voxels));
     tasks.into_par_iter().for_each(|(b, first, mut pieces)| {
         let input_b = &input[b * channels * voxels..(b + 1) * channels * voxels];
         let grid_b = &grid[b * points * 3..(b + 1) * points * 3];
         let len = pieces.first().map_or(0, |piece| piece.len());
         let mut taps = Taps::empty();
+        let mut acc = vec![T::zero(); channels];
         for i in 0..len {
             taps.set::<false>(grid_point(grid_b, first + i), dims, p);
+            if let Some(rows) = &rows {
+                let rows_b = &rows[b * channels * voxels..(b + 1) * channels * voxels];
+                acc.fill(T::zero());
+                taps.each(|v, w, _| {
+                    for (a, &x) in acc
+                        .iter_mut()
+                        .zip(&rows_b[v * channels..(v + 1) * channels])
+                    {
+                        *a += x * w;
+                    }
+                });
+                for (piece, &a) in pieces.iter_mut().zip(&acc) {
+                    piece[i] = a;
+                }
+                continue;
+            }
             for (ch, piece) in pieces.iter_mut().enumerate() {
                 let plane = &input_b[ch * voxels..(ch + 1) * voxels];
                 let mut acc = T::zero();
@@ -427,6 +446,51 @@ pub fn forward_kernel<T: Float>(
         }
     });
     out
+}
+
+/// Whether trilinear sampling reads the input channels-last, `[N, D·H·W, C]`: with at least
+/// two channels and at least one point per four voxels (so the copy costs less than the
+/// sampling). Each tap then reads (and its gradient adds to) one run of `C` values instead of
+/// `C` scattered ones, one cache line for up to 16 channels of f32 instead of up to 16.
+/// Forward + backward on 2 threads (`benches/grid_sample.rs`): `[4, 8, 32³]` volumes at 32³
+/// border-padded points 25–30 → 21–22 ms; `[1, 16, 64³]` at 4096×32 ray points 95 → 54 ms.
+fn channels_last(dims: &SampleDims) -> bool {
+    dims.c >= 2 && 4 * dims.points() >= dims.voxels()
+}
+
+/// `[N, C, V]` planes as `[N, V, C]` rows.
+fn to_channels_last<T: Float>(planes: &[T], channels: usize, voxels: usize) -> Vec<T> {
+    let mut rows = vec![T::zero(); planes.len()];
+    rows.par_chunks_mut(TRANSPOSE_VOXELS * channels)
+        .enumerate()
+        .for_each(|(chunk, out)| {
+            for (r, row) in out.chunks_mut(channels).enumerate() {
+                let (b, v) = (
+                    (chunk * TRANSPOSE_VOXELS + r) / voxels,
+                    (chunk * TRANSPOSE_VOXELS + r) % voxels,
+                );
+                for (c, x) in row.iter_mut().enumerate() {
+                    *x = planes[(b * channels + c) * voxels + v];
+                }
+            }
+        });
+    rows
+}
+
+/// Voxels per task of [`to_channels_last`].
+const TRANSPOSE_VOXELS: usize = 4096;
+
+/// Adds the channels-last rows `[V, C]` of one batch item into its planes `[C, V]`.
+fn add_channels_first<T: Float>(rows: &[T], channels: usize, planes: &mut [T]) {
+    let voxels = planes.len() / channels.max(1);
+    planes
+        .par_chunks_mut(voxels.max(1))
+        .enumerate()
+        .for_each(|(c, plane)| {
+            for (v, x) in plane.iter_mut().enumerate() {
+                *x += rows[v * channels + c];
+            }
+        });
 }
 
 /// Adds the gradients of points `range` of one batch item, for a block of channels, in one
@@ -484,8 +548,9 @@ fn backward_points<T: Float, const GRAD: bool>(
 /// mode), both added to: they must start at zero.
 ///
 /// Nearest mode with at least as many (batch, channel) planes as threads runs
-/// `nearest_backward`, one scatter task per plane. Otherwise one pass over the points computes
-/// both. Race-free: tasks own disjoint blocks of channels of one batch item, so their
+/// `nearest_backward`, one scatter task per plane; trilinear sampling of channels-last rows
+/// ([`channels_last`]) runs [`backward_channels_last`]. Otherwise one pass over the points
+/// computes both, channel plane by plane. Race-free: tasks own disjoint blocks of channels of one batch item, so their
 /// input-gradient planes are their own; each block writes its share
 /// of the grid gradient into its own `[N, P, 3]` slab (the first block into `grad_grid`
 /// itself), and the slabs are added afterwards. With fewer (batch, channel) planes than
@@ -507,6 +572,9 @@ pub fn backward_kernel<T: Float>(
     let threads = rayon::current_num_threads().max(1);
     if p.mode == GridSampleMode::Nearest && dims.n * channels >= threads {
         return nearest_backward(grid, grad_out, dims, p, grad_input);
+    }
+    if p.mode == GridSampleMode::Bilinear && channels_last(dims) {
+        return backward_channels_last(input, grid, grad_out, dims, p, grad_input, grad_grid);
     }
     let block = (dims.n * channels).div_ceil(threads).clamp(1, channels);
     let blocks = channels.div_ceil(block);
@@ -583,6 +651,78 @@ pub fn backward_kernel<T: Float>(
             *d += *e;
         }
     }
+}
+
+/// The trilinear backward on channels-last rows ([`channels_last`]), adding to both
+/// gradients. Per batch item, the points are split into about one part per thread; each part
+/// adds into its own channels-last input gradient (summed, then added into `grad_input`'s
+/// planes) and adds to the grid gradient of its own points. At each tap one pass over the
+/// channels adds `w·dy` to the input gradient's row and takes the dot product of the input's
+/// row with `dy`, which the tap's weight derivatives turn into the grid gradient.
+fn backward_channels_last<T: Float>(
+    input: &[T],
+    grid: &[T],
+    grad_out: &[T],
+    dims: &SampleDims,
+    p: &GridSampleParams,
+    grad_input: &mut [T],
+    grad_grid: &mut [T],
+) {
+    let (points, voxels, channels) = (dims.points(), dims.voxels(), dims.c);
+    let rows = to_channels_last(input, channels, voxels);
+    let parts = (rayon::current_num_threads() / dims.n).clamp(1, points);
+    let per_part = points.div_ceil(parts);
+    grad_input
+        .par_chunks_mut(channels * voxels)
+        .zip(grad_grid.par_chunks_mut(points * 3))
+        .enumerate()
+        .for_each(|(b, (gi, gg))| {
+            let rows_b = &rows[b * channels * voxels..(b + 1) * channels * voxels];
+            let grid_b = &grid[b * points * 3..(b + 1) * points * 3];
+            let dy_b = &grad_out[b * channels * points..(b + 1) * channels * points];
+            let partials: Vec<Vec<T>> = gg
+                .par_chunks_mut(per_part * 3)
+                .enumerate()
+                .map(|(part, gg_part)| {
+                    let mut acc = vec![T::zero(); channels * voxels];
+                    let mut dy = vec![T::zero(); channels];
+                    let mut taps = Taps::empty();
+                    for (i, gg_point) in gg_part.chunks_exact_mut(3).enumerate() {
+                        let pi = part * per_part + i;
+                        for (c, d) in dy.iter_mut().enumerate() {
+                            *d = dy_b[c * points + pi];
+                        }
+                        taps.set::<true>(grid_point(grid_b, pi), dims, p);
+                        let mut sum = [T::zero(); 3];
+                        taps.each(|v, w, dw| {
+                            let row = v * channels..(v + 1) * channels;
+                            let mut dot = T::zero();
+                            let pairs = acc[row.clone()].iter_mut().zip(&rows_b[row]);
+                            for ((a, &x), &d) in pairs.zip(&dy) {
+                                *a += w * d;
+                                dot += x * d;
+                            }
+                            for (s, &dw) in sum.iter_mut().zip(dw) {
+                                *s += dot * dw;
+                            }
+                        });
+                        for (g, s) in gg_point.iter_mut().zip(sum) {
+                            *g += s;
+                        }
+                    }
+                    acc
+                })
+                .collect();
+            let mut partials = partials.into_iter();
+            if let Some(mut total) = partials.next() {
+                for part in partials {
+                    for (t, v) in total.iter_mut().zip(part) {
+                        *t += v;
+                    }
+                }
+                add_channels_first(&total, channels, gi);
+            }
+        });
 }
 
 /// Dims of a contiguous input/grid pair (grid viewed as `[N, P, 3]`).

@@ -188,12 +188,15 @@ fn random_case(
     Ok((input, grid, sd))
 }
 
-/// Shapes that take each way of splitting the work at 1 to 4 threads: whole batch items,
-/// points split across threads (few channels) and channel blocks (many channels).
-const SPLIT_CASES: [([usize; 5], [usize; 3]); 3] = [
+/// Shapes that take each way of splitting the work at 1 to 4 threads: channels-last rows
+/// (several channels, at least one point per four voxels) by whole batch items and by points
+/// split across threads; channel planes with points split across threads (one channel) and in
+/// channel blocks (many channels, few points).
+const SPLIT_CASES: [([usize; 5], [usize; 3]); 4] = [
     ([2, 3, 5, 4, 7], [3, 5, 4]),
     ([1, 1, 6, 5, 4], [7, 6, 5]),
     ([1, 9, 3, 4, 3], [2, 3, 40]),
+    ([1, 5, 6, 6, 6], [2, 2, 3]),
 ];
 
 #[test]
