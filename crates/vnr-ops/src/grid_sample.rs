@@ -549,7 +549,7 @@ fn backward_points<T: Float, const GRAD: bool>(
 ///
 /// Nearest mode with at least as many (batch, channel) planes as threads runs
 /// `nearest_backward`, one scatter task per plane; trilinear sampling of channels-last rows
-/// ([`channels_last`]) runs [`backward_channels_last`]. Otherwise one pass over the points
+/// (`channels_last`) runs `backward_channels_last`. Otherwise one pass over the points
 /// computes both, channel plane by plane. Race-free: tasks own disjoint blocks of channels of one batch item, so their
 /// input-gradient planes are their own; each block writes its share
 /// of the grid gradient into its own `[N, P, 3]` slab (the first block into `grad_grid`
