@@ -936,16 +936,29 @@ struct MaxPool {
 
 impl Kernel<1> for MaxPool {
     fn run<T: Float>(&self, [x]: [&[T]; 1]) -> Result<Vec<T>> {
-        let g = &self.geometry;
-        if !self.save_indices {
-            return Ok(max_pool_forward(g, x));
-        }
-        let (y, indices) = max_pool_forward_with_indices(g, x)?;
-        if self.indices.set(Winners::new(g, indices)).is_err() {
-            candle_core::bail!("max_pool3d: an op instance ran its forward twice");
-        }
-        Ok(y)
+        let winners = self.save_indices.then_some(&self.indices);
+        pool_and_record("max_pool3d", &self.geometry, x, winners, None)
     }
+}
+
+/// Max pools `x` (each volume mapped by `map` first, when given) and, with `winners`, records
+/// each output's winner there; an error if that cell was already set (an op instance's forward
+/// runs once).
+fn pool_and_record<T: Float>(
+    op: &str,
+    g: &PoolGeometry,
+    x: &[T],
+    winners: Option<&OnceLock<Winners>>,
+    map: Option<PlaneMap<'_, T>>,
+) -> Result<Vec<T>> {
+    let Some(cell) = winners else {
+        return Ok(max_pool_planes(g, x, None, map).0);
+    };
+    let (y, flat) = max_pool_planes(g, x, Some(&flat_indices(g)?), map);
+    if cell.set(Winners::new(g, flat)).is_err() {
+        candle_core::bail!("{op}: an op instance ran its forward twice");
+    }
+    Ok(y)
 }
 
 impl CustomOp1 for MaxPool {
@@ -1082,14 +1095,8 @@ impl Kernel<2> for BiasLeakyMaxPool {
                 *o = if v > zero { v } else { v * slope };
             }
         };
-        if !self.save_winners {
-            return Ok(max_pool_planes(g, x, None, Some(&activate)).0);
-        }
-        let (y, flat) = max_pool_planes(g, x, Some(&flat_indices(g)?), Some(&activate));
-        if self.winners.set(Winners::new(g, flat)).is_err() {
-            candle_core::bail!("bias_leaky_relu_max_pool3d: an op instance ran its forward twice");
-        }
-        Ok(y)
+        let winners = self.save_winners.then_some(&self.winners);
+        pool_and_record(self.name(), g, x, winners, Some(&activate))
     }
 }
 
