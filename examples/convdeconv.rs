@@ -11,8 +11,8 @@
 //! ```
 //!
 //! Defaults: `small32-wide-v002`, MSE, Adam from 2e-3 decaying to 2e-4 at the last step,
-//! batches of 8, 1,600 samples (50 held out), 2,400 steps: 27.9 dB held out against the mean
-//! image's 24.6 dB, in about 8 CPU-minutes (measured on a loaded 2-core machine).
+//! batches of 8, 1,600 samples (50 held out), 2,400 steps: 27.8–27.9 dB held out against the
+//! mean image's 24.6 dB, in 1 min 50 s (2.7 CPU-minutes) on a quiet 2-core machine.
 //!
 //! VoxelNeuralRender's recipe on the original small config (`--preset small32 --loss l1 --lr
 //! 3e-4 --samples 400`, constant rate) stays *below* the mean image: 22.8 dB against 24.4 dB
