@@ -419,10 +419,12 @@ pub fn forward_kernel<T: Float>(
         let len = pieces.first().map_or(0, |piece| piece.len());
         let mut taps = Taps::empty();
         let mut acc = vec![T::zero(); channels];
+        let rows_b = rows
+            .as_ref()
+            .map(|rows| &rows[b * channels * voxels..(b + 1) * channels * voxels]);
         for i in 0..len {
             taps.set::<false>(grid_point(grid_b, first + i), dims, p);
-            if let Some(rows) = &rows {
-                let rows_b = &rows[b * channels * voxels..(b + 1) * channels * voxels];
+            if let Some(rows_b) = rows_b {
                 acc.fill(T::zero());
                 taps.each(|v, w, _| {
                     for (a, &x) in acc
@@ -465,10 +467,8 @@ fn to_channels_last<T: Float>(planes: &[T], channels: usize, voxels: usize) -> V
         .enumerate()
         .for_each(|(chunk, out)| {
             for (r, row) in out.chunks_mut(channels).enumerate() {
-                let (b, v) = (
-                    (chunk * TRANSPOSE_VOXELS + r) / voxels,
-                    (chunk * TRANSPOSE_VOXELS + r) % voxels,
-                );
+                let flat = chunk * TRANSPOSE_VOXELS + r;
+                let (b, v) = (flat / voxels, flat % voxels);
                 for (c, x) in row.iter_mut().enumerate() {
                     *x = planes[(b * channels + c) * voxels + v];
                 }
@@ -550,8 +550,8 @@ fn backward_points<T: Float, const GRAD: bool>(
 /// Nearest mode with at least as many (batch, channel) planes as threads runs
 /// `nearest_backward`, one scatter task per plane; trilinear sampling of channels-last rows
 /// (`channels_last`) runs `backward_channels_last`. Otherwise one pass over the points
-/// computes both, channel plane by plane. Race-free: tasks own disjoint blocks of channels of one batch item, so their
-/// input-gradient planes are their own; each block writes its share
+/// computes both, channel plane by plane. Race-free: tasks own disjoint blocks of channels of
+/// one batch item, so their input-gradient planes are their own; each block writes its share
 /// of the grid gradient into its own `[N, P, 3]` slab (the first block into `grad_grid`
 /// itself), and the slabs are added afterwards. With fewer (batch, channel) planes than
 /// threads, a block's points are split further, each part after the first summed into its own
