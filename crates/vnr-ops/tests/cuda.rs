@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use vnr_ops::conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
 use vnr_ops::cumulative::{cumprod, cumsum};
 use vnr_ops::grid_sample::{grid_sample3d, GridPaddingMode, GridSampleMode, GridSampleParams};
-use vnr_ops::pool::{avg_pool3d, max_pool3d, Pool3dParams};
+use vnr_ops::pool::{avg_pool3d, bias_leaky_relu_max_pool3d, max_pool3d, Pool3dParams};
 use vnr_ops::raymarch::{ea_raymarch, EaRaymarchParams};
 
 fn gpu() -> Device {
@@ -191,6 +191,23 @@ fn max_pool3d_matches_cpu() -> Result<()> {
             // Strided input: W and H swapped.
             check(&format!("{name} transposed"), &[x], |t| {
                 max_pool3d(&t[0].transpose(3, 4)?, &p)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// On CUDA the fused op runs its composition (bias + LeakyReLU, then max pooling); outputs and
+/// the input and bias gradients match the CPU's fused op.
+#[test]
+fn bias_leaky_relu_max_pool3d_matches_cpu() -> Result<()> {
+    for dtype in [DType::F32, DType::F64] {
+        for (dims, p) in pool_cases() {
+            let x = uniform(-1.0, 1.0, &dims, dtype)?;
+            let bias = uniform(-0.5, 0.5, &[dims[1]], dtype)?;
+            let name = format!("bias_leaky_relu_max_pool3d {dtype:?} {dims:?} {p:?}");
+            check(&name, &[x, bias], |t| {
+                bias_leaky_relu_max_pool3d(&t[0], &t[1], 0.01, &p)
             })?;
         }
     }
