@@ -22,6 +22,11 @@ CASES = {
     "convdeconv_64to64_1x1_64": conv([1, 64, 64, 64, 64], [64, 64, 1, 1, 1], 1, 0),
     "convdeconv_maxpool_3s1p1_32": ([1, 64, 32, 32, 32], None, lambda x, w: F.max_pool3d(x, 3, 1, 1)),
     "convdeconv_maxpool_3s1p1_64": ([1, 64, 64, 64, 64], None, lambda x, w: F.max_pool3d(x, 3, 1, 1)),
+    "convdeconv_bias_leaky_maxpool_32": (
+        [1, 64, 32, 32, 32],
+        [64],
+        lambda x, b: F.max_pool3d(F.leaky_relu(x + b.view(1, -1, 1, 1, 1), 0.01), 3, 1, 1),
+    ),
     "rendernet_res_32ch_k3": conv([1, 32, 64, 64, 32], [32, 32, 3, 3, 3], 1, 1),
     "rendernet_small_res_8ch_k3": conv([1, 8, 32, 32, 16], [8, 8, 3, 3, 3], 1, 1),
     "large_256to512_k4s2p1_16": conv([1, 256, 16, 16, 16], [512, 256, 4, 4, 4], 2, 1),

@@ -1,5 +1,6 @@
-//! Forward + backward timings of the conv3d / conv_transpose3d / max_pool3d layers that
-//! ConvDeconv and RenderNet run, to compare with `tools/bench/conv3d_peer.py` (PyTorch).
+//! Forward + backward timings of the conv3d / conv_transpose3d / max_pool3d layers (and the
+//! fused bias + LeakyReLU + max pool) that ConvDeconv and RenderNet run, to compare with
+//! `tools/bench/conv3d_peer.py` (PyTorch).
 //!
 //! `cargo bench -p vnr-ops --bench conv3d [-- FILTER]`
 
@@ -7,7 +8,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use vnr_ops::conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
-use vnr_ops::pool::{max_pool3d, Pool3dParams};
+use vnr_ops::pool::{bias_leaky_relu_max_pool3d, max_pool3d, Pool3dParams};
 
 /// Runs one layer on an input and an optional weight.
 type LayerFn = Box<dyn Fn(&Tensor, Option<&Tensor>) -> Result<Tensor>>;
@@ -89,6 +90,17 @@ fn cases() -> Vec<Case> {
             input: vec![1, 64, 64, 64, 64],
             weight: None,
             run: Box::new(|x, _| max_pool3d(x, &Pool3dParams::cubic(3, 1, 1))),
+        },
+        // ConvDeconv's encoder after its k4 s2 conv: bias, LeakyReLU(0.01) and MaxPool3d(3, 1, 1)
+        // as one fused op; the "weight" is the bias [64].
+        Case {
+            name: "convdeconv_bias_leaky_maxpool_32",
+            input: vec![1, 64, 32, 32, 32],
+            weight: Some(vec![64]),
+            run: Box::new(|x, b| match b {
+                Some(b) => bias_leaky_relu_max_pool3d(x, b, 0.01, &Pool3dParams::cubic(3, 1, 1)),
+                None => candle_core::bail!("the fused pool needs a bias"),
+            }),
         },
         // RenderNet residual block conv: 32 channels, 3³, on 64×64×32.
         conv(
