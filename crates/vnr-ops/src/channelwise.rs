@@ -141,7 +141,7 @@ fn plane_len(x: &Tensor) -> usize {
 
 /// Whether the fused CPU kernels apply: `x` on the CPU in f32 or f64, the other operands in
 /// the same dtype.
-fn fusable(x: &Tensor, others: &[&Tensor]) -> bool {
+pub(crate) fn fusable(x: &Tensor, others: &[&Tensor]) -> bool {
     x.device().is_cpu()
         && matches!(x.dtype(), DType::F32 | DType::F64)
         && others.iter().all(|t| t.dtype() == x.dtype())
@@ -532,19 +532,26 @@ struct ChannelSums {
 
 impl Kernel<1> for ChannelSums {
     fn run<T: Float>(&self, [g]: [&[T]; 1]) -> Result<Vec<T>> {
-        let mut totals = vec![0f64; self.channels];
-        if self.plane > 0 && self.channels > 0 {
-            let sums: Vec<f64> = g
-                .par_chunks(self.plane)
+        let sums: Vec<f64> = if self.plane > 0 && self.channels > 0 {
+            g.par_chunks(self.plane)
                 .with_min_len(min_planes(self.plane))
                 .map(lane_sum)
-                .collect();
-            for (i, s) in sums.iter().enumerate() {
-                totals[i % self.channels] += s;
-            }
-        }
-        Ok(totals.into_iter().map(T::from_f64).collect())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(channel_totals(&sums, self.channels))
     }
+}
+
+/// The per-channel totals `[C]` of per-plane sums of a `[B, C, …]` tensor (plane `i` is
+/// channel `i mod C`), added in f64 and converted once.
+pub(crate) fn channel_totals<T: WithDType>(plane_sums: &[f64], channels: usize) -> Vec<T> {
+    let mut totals = vec![0f64; channels];
+    for (i, s) in plane_sums.iter().enumerate() {
+        totals[i % channels] += s;
+    }
+    totals.into_iter().map(T::from_f64).collect()
 }
 
 impl CustomOp1 for ChannelSums {

@@ -7,9 +7,7 @@
 //! to those winners.
 
 use crate::dispatch::{kernel_dtype, run_cpu, Float, Kernel};
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor,
-};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::OnceLock;
@@ -149,11 +147,7 @@ pub fn bias_leaky_relu_max_pool3d(
         );
     }
     let channels = crate::channelwise::channels(OP, x, bias)?;
-    let fused = x.device().is_cpu()
-        && matches!(x.dtype(), DType::F32 | DType::F64)
-        && bias.dtype() == x.dtype()
-        && slope >= 0.0
-        && slope.is_finite();
+    let fused = crate::channelwise::fusable(x, &[bias]) && slope >= 0.0 && slope.is_finite();
     if !fused {
         return bias_leaky_relu_max_pool3d_reference(x, bias, slope, p);
     }
@@ -1177,13 +1171,7 @@ impl Kernel<2> for BiasLeakyMaxPoolGrad<'_> {
                 },
             )
             .collect();
-        let mut totals = vec![0f64; channels];
-        for (plane, s) in sums.iter().enumerate() {
-            totals[plane % channels] += s;
-        }
-        for (d, t) in dbias.iter_mut().zip(totals) {
-            *d = T::from_f64(t);
-        }
+        dbias.copy_from_slice(&crate::channelwise::channel_totals(&sums, channels));
         Ok(out)
     }
 }
