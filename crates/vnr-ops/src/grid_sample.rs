@@ -5,7 +5,12 @@
 //! indexing W, `y` H and `z` D; unnormalisation is `((c + 1) / 2) (size − 1)` with
 //! `align_corners` and `((c + 1) size − 1) / 2` without; border padding clamps to
 //! `[0, size − 1]` and, as in PyTorch, passes no gradient to the grid at or beyond the clamp;
-//! nearest mode rounds half to even. A grid coordinate that is NaN samples nothing (zero).
+//! nearest mode rounds half to even.
+//!
+//! A grid coordinate that is NaN samples nothing (zero) and gets no gradient, in both padding
+//! modes. This differs from PyTorch 2.15's CPU kernel under border padding only, on purpose:
+//! there its forward clamps NaN to the last voxel but its backward treats the point as outside
+//! (no gradient to the input either), so its two passes disagree.
 //!
 //! With the `cuda` feature both passes also run on CUDA devices (`kernels/grid_sample.cu`,
 //! mirroring the CPU kernels here).
