@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Compiles crates/vnr-ops/kernels/{conv,grid_sample}.cu as host C++ (tools/cuda/host_check.cpp)
-# and runs their checks: a way to test those kernels' index arithmetic without a GPU.
+# Compiles every crates/vnr-ops/kernels/*.cu as host C++ (tools/cuda/host_check.cpp) and runs
+# their checks: a way to test the kernels' arithmetic without a GPU.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 out="$(mktemp -d)"
