@@ -13,13 +13,20 @@ else
   echo "note: no fixtures at $fixtures: fixture tests will print SKIPPED" >&2
 fi
 
-# Real OpenVDB (pyopenvdb, vdb_print) is the oracle for the VDB interop tests.
+# Real OpenVDB (pyopenvdb, vdb_print) is the oracle for the VDB interop tests; g++ builds the
+# CUDA kernels as host C++ for their GPU-less check (tools/cuda/host_check.sh).
+packages=()
 if ! /usr/bin/python3 -c 'import pyopenvdb' 2>/dev/null || ! command -v vdb_print >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  packages+=(python3-openvdb libopenvdb-tools python3-numpy)
+fi
+command -v "${CXX:-g++}" >/dev/null || packages+=(g++)
+if [ ${#packages[@]} -gt 0 ]; then
+  # Best effort: without them the tests that need them print SKIPPED (or fail where
+  # VNR_REQUIRE_ORACLES asks for the oracles).
+  if ! { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null &&
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      python3-openvdb libopenvdb-tools python3-numpy >/dev/null
-  else
-    echo "note: pyopenvdb/vdb_print missing and cannot apt-get: OpenVDB interop tests will print SKIPPED" >&2
+      "${packages[@]}" >/dev/null; }; then
+    echo "note: could not install ${packages[*]}: the tests that need them print SKIPPED" >&2
   fi
 fi
 if /usr/bin/python3 -c 'import pyopenvdb' 2>/dev/null; then

@@ -3,6 +3,7 @@
 
 mod conformance;
 mod conv;
+mod cuda_host;
 mod cumulative;
 mod dropout;
 mod embedding;
