@@ -102,7 +102,9 @@ fn cuda_launch(dims: RayDims, p: &EaRaymarchParams) -> crate::cuda::RaymarchLaun
         rays: dims.rays,
         points: dims.points,
         features: dims.features,
-        shift: p.surface_thickness,
+        // As `Ray::new`: thicknesses beyond the ray act as its length, and `k + shift` stays
+        // small.
+        shift: p.surface_thickness.min(dims.points),
         eps: p.eps,
     }
 }
@@ -160,7 +162,9 @@ pub mod kernel {
                 excl_q: zeros(),
                 excl_t: zeros(),
                 transmittance: T::one(),
-                shift: params.surface_thickness,
+                // Any thickness from the ray length up gives the same result (every absorption
+                // is 1); clamped so that `k + shift` cannot overflow.
+                shift: params.surface_thickness.min(points),
                 one_plus_eps: T::from_f64(1.0 + params.eps),
             }
         }

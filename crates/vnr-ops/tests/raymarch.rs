@@ -70,7 +70,8 @@ fn fused_matches_reference_values_and_gradients() -> Result<()> {
     let feats = values(n * features, 2, -1.0, 1.0);
     let shape_d = (rays.0, rays.1, points, 1);
     let shape_f = (rays.0, rays.1, points, features);
-    for s in [1usize, 2, 3, 40] {
+    // Thicknesses beyond the ray (usize::MAX overflowed an index once) act as the ray length.
+    for s in [1usize, 2, 3, 40, usize::MAX] {
         let p = params(s);
         let mut results = Vec::new();
         for fused in [true, false] {

@@ -190,6 +190,12 @@ fn marchers_with_references() -> Vec<Both> {
         ..Default::default()
     };
     let far = NerfRaymarcher::default();
+    // A thickness beyond the ray (usize::MAX overflowed an index once): no absorption at all.
+    let thick = EmissionAbsorptionRaymarcher {
+        surface_thickness: usize::MAX,
+        ..Default::default()
+    };
+    let thick_ref = thick.clone();
     let ea_ref = ea.clone();
     let nerf_ref = nerf.clone();
     let far_ref = far.clone();
@@ -211,6 +217,10 @@ fn marchers_with_references() -> Vec<Both> {
         (
             Box::new(far),
             Box::new(move |d: &Tensor, f: &Tensor, t: &Tensor| far_ref.march_composed(d, f, t)),
+        ),
+        (
+            Box::new(thick),
+            Box::new(move |d: &Tensor, f: &Tensor, t: &Tensor| thick_ref.march_composed(d, f, t)),
         ),
     ]
 }
