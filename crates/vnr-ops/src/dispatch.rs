@@ -117,6 +117,18 @@ fn run_typed<T: Float, const N: usize>(
     kernel.run(std::array::from_fn(|i| &*data[i]))
 }
 
+/// Number of elements of a tensor of `dims` that an op is about to allocate, or an error when
+/// it does not fit in memory at all (the product overflows, or its f64 bytes exceed
+/// `isize::MAX`, Rust's limit for one allocation): sizes computed from parameters (a stride, a
+/// frequency count) become errors here rather than an overflow or an aborted allocation.
+pub(crate) fn checked_elements(op: &str, what: &str, dims: &[usize]) -> Result<usize> {
+    let limit = isize::MAX as usize / std::mem::size_of::<f64>();
+    match dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
+        Some(n) if n <= limit => Ok(n),
+        _ => bail!("{op}: the {what} {dims:?} is too large to allocate"),
+    }
+}
+
 /// The dtype the kernels run in for `dtype`: f16/bf16 are computed in f32.
 pub(crate) fn kernel_dtype(op: &str, dtype: DType) -> Result<DType> {
     match dtype {

@@ -5,7 +5,7 @@
 //! output is `[sin(embed), cos(embed), x]` along the last axis (`x` only with `append_input`).
 //! Composed of candle ops, so it is differentiable in `x`.
 
-use crate::dispatch::kernel_dtype;
+use crate::dispatch::{checked_elements, kernel_dtype};
 use candle_core::{bail, Result, Tensor, D};
 
 /// Parameters of [`harmonic_embedding`]; the defaults are PyTorch3D's.
@@ -79,6 +79,23 @@ pub fn harmonic_embedding(x: &Tensor, p: &HarmonicEmbeddingParams) -> Result<Ten
         );
     }
     let dtype = kernel_dtype("harmonic_embedding", x.dtype())?;
+    // Checked before the frequencies are made: the count comes from a parameter.
+    let mut embedded = x.dims().to_vec();
+    if let Some(last) = embedded.last_mut() {
+        let width = p
+            .n_harmonic_functions
+            .checked_mul(2)
+            .and_then(|v| v.checked_add(usize::from(p.append_input)))
+            .and_then(|v| v.checked_mul(*last));
+        match width {
+            Some(width) => *last = width,
+            None => bail!(
+                "harmonic_embedding: {} frequencies make the output too large to allocate",
+                p.n_harmonic_functions
+            ),
+        }
+    }
+    checked_elements("harmonic_embedding", "output", &embedded)?;
     let xc = x.to_dtype(dtype)?;
     let freqs = p.frequencies();
     let n = freqs.len();

@@ -213,13 +213,16 @@ fn pool(
                 "{op}: padding {pad} along axis {a} must be at most half the kernel size {k}"
             );
         }
-        if input[a] + 2 * pad < k {
-            candle_core::bail!(
+        // `2·pad ≤ k` cannot overflow; the padded extent can.
+        let padded = input[a].checked_add(2 * pad);
+        output[a] = match padded {
+            Some(padded) if padded >= k => (padded - k) / s + 1,
+            None => candle_core::bail!("{op}: padding {pad} along axis {a} is too large"),
+            _ => candle_core::bail!(
                 "{op}: output size along axis {a} would be zero or negative: input {} + 2·padding {pad} < kernel {k}",
                 input[a]
-            );
-        }
-        output[a] = (input[a] + 2 * pad - k) / s + 1;
+            ),
+        };
     }
     let geometry = PoolGeometry {
         planes: lead.iter().product(),

@@ -695,3 +695,43 @@ fn weight_gradient_is_the_same_when_the_input_is_plain_data() -> Result<()> {
     assert_eq!(values(a)?, values(b)?);
     Ok(())
 }
+
+#[test]
+fn huge_parameters_are_errors_not_overflows() -> Result<()> {
+    let x = det(&[1, 2, 4, 4, 4], 1, DType::F32)?;
+    let w = det(&[2, 2, 3, 3, 3], 2, DType::F32)?;
+    let big = usize::MAX;
+    // A stride this large once overflowed `o · stride` one output past the end in the kernels;
+    // it is valid (one output voxel) and must run.
+    let stride = Conv3dParams {
+        stride: [big; 3],
+        ..Conv3dParams::symmetric(0)
+    };
+    assert_eq!(conv3d(&x, &w, None, &stride)?.dims(), [1, 2, 1, 1, 1]);
+    for p in [
+        Conv3dParams {
+            padding: [[big, 0], [0, 0], [0, 0]],
+            ..Conv3dParams::symmetric(0)
+        },
+        Conv3dParams {
+            padding: [[0, 0], [big / 2 + 1, big / 2], [0, 0]],
+            ..Conv3dParams::symmetric(0)
+        },
+        Conv3dParams {
+            dilation: [1, 1, big],
+            ..Conv3dParams::symmetric(0)
+        },
+    ] {
+        let e = conv3d(&x, &w, None, &p).unwrap_err().to_string();
+        assert!(e.contains("too large"), "{p:?}: {e}");
+    }
+    // Valid transposed geometries whose output cannot be allocated.
+    let p = ConvTranspose3dParams {
+        stride: [1 << 40; 3],
+        dilation: [1 << 40; 3],
+        ..Default::default()
+    };
+    let e = conv_transpose3d(&x, &w, None, &p).unwrap_err().to_string();
+    assert!(e.contains("too large to allocate"), "{e}");
+    Ok(())
+}

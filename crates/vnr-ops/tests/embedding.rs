@@ -88,3 +88,17 @@ fn shapes_dtypes_and_gradients() -> Result<()> {
     assert!(harmonic_embedding(&Tensor::new(1f64, &Device::Cpu)?, &p).is_err());
     Ok(())
 }
+
+#[test]
+fn huge_frequency_counts_are_errors_not_aborted_allocations() -> Result<()> {
+    let x = Tensor::zeros((4, 3), DType::F32, &Device::Cpu)?;
+    for n in [usize::MAX, usize::MAX / 8, 1 << 60] {
+        let p = HarmonicEmbeddingParams {
+            n_harmonic_functions: n,
+            ..Default::default()
+        };
+        let e = harmonic_embedding(&x, &p).unwrap_err().to_string();
+        assert!(e.contains("too large"), "{n}: {e}");
+    }
+    Ok(())
+}

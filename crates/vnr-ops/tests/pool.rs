@@ -469,3 +469,20 @@ fn bias_leaky_relu_max_pool_bad_shapes_are_errors_and_negative_slopes_compose() 
     assert_close("negative slope", &got, &values(&want)?)?;
     Ok(())
 }
+
+#[test]
+fn huge_parameters_are_errors_not_overflows() -> Result<()> {
+    let x = det(&[1, 2, 4, 4, 4], 1, DType::F32)?;
+    let big = usize::MAX;
+    // Padding at most half the kernel, but the padded extent overflows.
+    let p = Pool3dParams::cubic(big, 1, big / 2);
+    for e in [max_pool3d(&x, &p), avg_pool3d(&x, &p)] {
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("too large"), "{e}");
+    }
+    // A huge stride is valid: one window.
+    let p = Pool3dParams::cubic(2, big, 0);
+    assert_eq!(max_pool3d(&x, &p)?.dims(), [1, 2, 1, 1, 1]);
+    assert_eq!(avg_pool3d(&x, &p)?.dims(), [1, 2, 1, 1, 1]);
+    Ok(())
+}

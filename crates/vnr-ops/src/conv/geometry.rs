@@ -85,8 +85,11 @@ impl ConvGeometry {
     }
 
     /// Input index along `axis` read by output index `o` at kernel tap `k`, if inside the input.
+    /// Checked, because kernels also ask one output past the end, where a huge stride would
+    /// overflow.
     pub fn input_index(&self, axis: usize, o: usize, k: usize) -> Option<usize> {
-        (o * self.stride[axis] + k * self.dilation[axis])
+        o.checked_mul(self.stride[axis])?
+            .checked_add(k.checked_mul(self.dilation[axis])?)?
             .checked_sub(self.pad[axis])
             .filter(|&i| i < self.input[axis])
     }

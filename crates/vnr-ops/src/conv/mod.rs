@@ -20,7 +20,7 @@ pub mod reference;
 
 pub use geometry::{ColumnTile, ConvGeometry};
 
-use crate::dispatch::{kernel_dtype, run_cpu, Float, Kernel};
+use crate::dispatch::{checked_elements, kernel_dtype, run_cpu, Float, Kernel};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 /// Parameters of [`conv3d`], with PyTorch's names. Per-axis values are ordered `[D, H, W]`.
@@ -151,6 +151,12 @@ pub(crate) fn conv3d_geometry(
             .and_then(|v| v.checked_add(1));
         output[a] = match (padded, span) {
             (Some(padded), Some(span)) if padded >= span => (padded - span) / p.stride[a] + 1,
+            (None, _) | (_, None) => candle_core::bail!(
+                "{OP}: padding {before}+{after} or dilation {} along {} is too large (its extent \
+                 overflows)",
+                p.dilation[a],
+                AXES[a]
+            ),
             _ => candle_core::bail!(
                 "{OP}: output size along {} would be negative: input {} + padding {before}+{after} is \
                  smaller than the dilated kernel {}·({}-1)+1",
@@ -161,6 +167,8 @@ pub(crate) fn conv3d_geometry(
             ),
         };
     }
+    let [od, oh, ow] = output;
+    checked_elements(OP, "output", &[batch, out_channels, od, oh, ow])?;
     Ok(ConvGeometry {
         batch,
         in_channels,
@@ -228,6 +236,8 @@ pub fn conv_transpose3d(
             ),
         };
     }
+    let [od, oh, ow] = output;
+    checked_elements(OP, "output", &[batch, out_channels, od, oh, ow])?;
     // The convolution this op transposes: from our output to our input.
     let geometry = ConvGeometry {
         batch,
