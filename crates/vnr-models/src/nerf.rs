@@ -94,8 +94,8 @@ impl NerfConfig {
         }
     }
 
-    /// Width of the embedding of a 3-vector, `6n`.
-    pub fn embedding_dim(&self) -> usize {
+    /// Width of the embedding of a 3-vector, `6n`, or an error when that overflows.
+    pub fn embedding_dim(&self) -> Result<usize> {
         self.embedding().get_output_dim(3)
     }
 
@@ -237,15 +237,18 @@ const BETA: f64 = 10.0;
 const DENSITY_BIAS: f64 = -1.5;
 
 /// The linear layers: checkpoint name, `in`, `out` and the bias init when not the default.
-fn layer_specs(cfg: &NerfConfig) -> [(&'static str, usize, usize, Option<f64>); 5] {
-    let (e, h) = (cfg.embedding_dim(), cfg.n_hidden_neurons);
-    [
+fn layer_specs(cfg: &NerfConfig) -> Result<[(&'static str, usize, usize, Option<f64>); 5]> {
+    let (e, h) = (cfg.embedding_dim()?, cfg.n_hidden_neurons);
+    let Some(color_in) = h.checked_add(e) else {
+        bail!("NeRF: {h} hidden neurons and a {e}-wide embedding are too many");
+    };
+    Ok([
         ("mlp.0", e, h, None),
         ("mlp.2", h, h, None),
         ("density_layer.0", h, 1, Some(DENSITY_BIAS)),
-        ("color_layer.0", h + e, h, None),
+        ("color_layer.0", color_in, h, None),
         ("color_layer.2", h, 3, None),
-    ]
+    ])
 }
 
 impl NeuralRadianceField {
@@ -253,7 +256,7 @@ impl NeuralRadianceField {
     pub fn new(cfg: NerfConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()?;
         let [mlp0, mlp2, density, color0, color2] =
-            layer_specs(&cfg).map(|(name, i, o, bias)| torch_linear(i, o, bias, vb.pp(name)));
+            layer_specs(&cfg)?.map(|(name, i, o, bias)| torch_linear(i, o, bias, vb.pp(name)));
         Ok(Self {
             cfg,
             mlp: [mlp0?, mlp2?],

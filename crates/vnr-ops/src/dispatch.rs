@@ -121,7 +121,13 @@ fn run_typed<T: Float, const N: usize>(
 /// it does not fit in memory at all (the product overflows, or its f64 bytes exceed
 /// `isize::MAX`, Rust's limit for one allocation): sizes computed from parameters (a stride, a
 /// frequency count) become errors here rather than an overflow or an aborted allocation.
-pub(crate) fn checked_elements(op: &str, what: &str, dims: &[usize]) -> Result<usize> {
+///
+/// ```
+/// use vnr_ops::dispatch::checked_elements;
+/// assert_eq!(checked_elements("op", "output", &[2, 3, 4]).unwrap(), 24);
+/// assert!(checked_elements("op", "output", &[1 << 40, 1 << 40]).is_err());
+/// ```
+pub fn checked_elements(op: &str, what: &str, dims: &[usize]) -> Result<usize> {
     let limit = isize::MAX as usize / std::mem::size_of::<f64>();
     match dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
         Some(n) if n <= limit => Ok(n),

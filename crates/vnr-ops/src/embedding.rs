@@ -60,9 +60,20 @@ impl HarmonicEmbeddingParams {
     }
 
     /// Size of the embedding's last axis for inputs with `input_dims` values per point:
-    /// `input_dims · (2n + append_input)`.
-    pub fn get_output_dim(&self, input_dims: usize) -> usize {
-        input_dims * (2 * self.n_harmonic_functions + usize::from(self.append_input))
+    /// `input_dims · (2n + append_input)`, or an error when that overflows.
+    pub fn get_output_dim(&self, input_dims: usize) -> Result<usize> {
+        match self
+            .n_harmonic_functions
+            .checked_mul(2)
+            .and_then(|v| v.checked_add(usize::from(self.append_input)))
+            .and_then(|v| v.checked_mul(input_dims))
+        {
+            Some(dim) => Ok(dim),
+            None => bail!(
+                "harmonic_embedding: {} frequencies make the output too large to allocate",
+                self.n_harmonic_functions
+            ),
+        }
     }
 }
 
@@ -82,18 +93,7 @@ pub fn harmonic_embedding(x: &Tensor, p: &HarmonicEmbeddingParams) -> Result<Ten
     // Checked before the frequencies are made: the count comes from a parameter.
     let mut embedded = x.dims().to_vec();
     if let Some(last) = embedded.last_mut() {
-        let width = p
-            .n_harmonic_functions
-            .checked_mul(2)
-            .and_then(|v| v.checked_add(usize::from(p.append_input)))
-            .and_then(|v| v.checked_mul(*last));
-        match width {
-            Some(width) => *last = width,
-            None => bail!(
-                "harmonic_embedding: {} frequencies make the output too large to allocate",
-                p.n_harmonic_functions
-            ),
-        }
+        *last = p.get_output_dim(*last)?;
     }
     checked_elements("harmonic_embedding", "output", &embedded)?;
     let xc = x.to_dtype(dtype)?;
