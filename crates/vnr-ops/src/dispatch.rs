@@ -135,6 +135,31 @@ pub fn checked_elements(op: &str, what: &str, dims: &[usize]) -> Result<usize> {
     }
 }
 
+/// Most elements of one buffer that a call sizes from its parameters (image sizes, ray, sample
+/// and batch counts, grid sides, channel counts from a config): 2³², 16 GiB of `f32`. Far above
+/// what the reference models and renderers use, and low enough that a bad value is an error
+/// rather than an allocation that aborts the process ([`checked_elements`] alone lets sizes up
+/// to `isize::MAX` bytes through).
+pub const MAX_PARAMETER_ELEMENTS: usize = 1 << 32;
+
+/// [`checked_elements`] that also refuses more than [`MAX_PARAMETER_ELEMENTS`]: for sizes that
+/// parameters choose, checked where they are first known.
+///
+/// ```
+/// use vnr_ops::dispatch::capped_elements;
+/// assert_eq!(capped_elements("op", "rays", &[1024, 3]).unwrap(), 3072);
+/// assert!(capped_elements("op", "rays", &[1 << 40, 3]).is_err());
+/// ```
+pub fn capped_elements(op: &str, what: &str, dims: &[usize]) -> Result<usize> {
+    let n = checked_elements(op, what, dims)?;
+    if n > MAX_PARAMETER_ELEMENTS {
+        bail!(
+            "{op}: the {what} {dims:?} has {n} elements, more than the {MAX_PARAMETER_ELEMENTS} allowed"
+        );
+    }
+    Ok(n)
+}
+
 /// The dtype the kernels run in for `dtype`: f16/bf16 are computed in f32.
 pub(crate) fn kernel_dtype(op: &str, dtype: DType) -> Result<DType> {
     match dtype {
