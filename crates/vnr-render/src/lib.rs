@@ -31,3 +31,12 @@ pub mod samplers;
 pub mod scenes;
 pub mod splat;
 pub mod volumes;
+
+/// Most elements any one buffer may have that a call here sizes from its parameters (image
+/// sizes, ray, sample and batch counts, grid sides): vnr-ops' limit, 2³², 16 GiB of `f32`.
+/// Larger requests are errors instead of allocations that would abort the process.
+pub use vnr_ops::dispatch::MAX_PARAMETER_ELEMENTS as MAX_ELEMENTS;
+
+/// The product of `dims`, or an error naming `op` and `what` when it overflows or exceeds
+/// [`MAX_ELEMENTS`]: for sizes about to be allocated, checked where they are first known.
+pub(crate) use vnr_ops::dispatch::capped_elements as checked_elements;

@@ -537,10 +537,30 @@ impl MultiViewDataset {
         Some((origin, direction))
     }
 
+    /// `H·W`, checked against the images: `intrinsics` is public, and a size changed after
+    /// construction must not index past the pixels or overflow.
+    fn pixels_per_frame(&self) -> Result<usize, MultiViewError> {
+        let (w, h) = (self.intrinsics.width, self.intrinsics.height);
+        w.checked_mul(h)
+            .filter(|&per_frame| {
+                per_frame > 0
+                    && per_frame
+                        .checked_mul(3 * self.len())
+                        .is_some_and(|n| n == self.pixels.len())
+            })
+            .ok_or_else(|| {
+                MultiViewError::Invalid(format!(
+                    "intrinsics width {w} × height {h} do not match the {} frames' {} values",
+                    self.len(),
+                    self.pixels.len()
+                ))
+            })
+    }
+
     /// Rays and colours of the pixels with flat indices `indices` into `[N, H, W]`.
     pub fn rays_for_pixels(&self, indices: &[usize]) -> Result<RayBatch, MultiViewError> {
-        let (w, h) = (self.intrinsics.width, self.intrinsics.height);
-        let per_frame = w * h;
+        let w = self.intrinsics.width;
+        let per_frame = self.pixels_per_frame()?;
         let m = indices.len();
         let mut origins = Vec::with_capacity(m * 3);
         let mut directions = Vec::with_capacity(m * 3);
@@ -565,20 +585,22 @@ impl MultiViewDataset {
         })
     }
 
-    /// `count` rays through pixels drawn uniformly (with replacement) from all frames.
+    /// `count` rays through pixels drawn uniformly (with replacement) from all frames; an
+    /// error when `count · 3` is above [`crate::MAX_ELEMENTS`].
     pub fn sample_rays(
         &self,
         count: usize,
         rng: &mut impl Rng,
     ) -> Result<RayBatch, MultiViewError> {
-        let total = self.pixels.len() / 3;
+        check_ray_count(count)?;
+        let total = self.pixels_per_frame()? * self.len();
         let indices: Vec<usize> = (0..count).map(|_| rng.random_range(0..total)).collect();
         self.rays_for_pixels(&indices)
     }
 
     /// Every ray of frame `frame` in row-major pixel order, with its colours: `[H·W, 3]` each.
     pub fn image_rays(&self, frame: usize) -> Result<RayBatch, MultiViewError> {
-        let per_frame = self.intrinsics.width * self.intrinsics.height;
+        let per_frame = self.pixels_per_frame()?;
         if frame >= self.len() {
             return Err(MultiViewError::Invalid(format!(
                 "frame {frame} is out of range ({} frames)",
@@ -588,6 +610,12 @@ impl MultiViewDataset {
         let indices: Vec<usize> = (frame * per_frame..(frame + 1) * per_frame).collect();
         self.rays_for_pixels(&indices)
     }
+}
+
+/// Checks that `count` rays (`[count, 3]` origins, directions and colours) fit in memory.
+pub(crate) fn check_ray_count(count: usize) -> Result<(), MultiViewError> {
+    crate::checked_elements("MultiViewDataset::sample_rays", "count × 3", &[count, 3])?;
+    Ok(())
 }
 
 /// Camera-to-world matrices `[N, 4, 4]` (OpenGL/Blender axes, as `transform_matrix`) of

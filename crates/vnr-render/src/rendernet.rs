@@ -100,7 +100,7 @@ impl Default for ResampleConfig {
 /// the last axis `(x, y, z)` (x indexing W), output axes `(z, y, x)`.
 ///
 /// `view_params` is `[B, 3]` (`φ, θ, s`); `in_dims` is the input's `[D, H, W]`. Differentiable
-/// with respect to `view_params`.
+/// with respect to `view_params`. An error when `B·N³·3` is above [`crate::MAX_ELEMENTS`].
 pub fn source_positions(
     view_params: &Tensor,
     in_dims: [usize; 3],
@@ -116,9 +116,16 @@ pub fn source_positions(
     if out_size == 0 || in_dims.contains(&0) {
         bail!("rendernet: empty grid (input {in_dims:?}, output {out_size})");
     }
+    let n = out_size;
+    crate::checked_elements(
+        "rendernet",
+        "batch × out_size³ × 3 source positions",
+        &[b, n, n, n, 3],
+    )?;
+    let n_u32 = u32::try_from(n)
+        .map_err(|_| candle_core::Error::Msg(format!("rendernet: out_size {n} exceeds u32")))?;
     let dev = view_params.device();
     let dtype = view_params.dtype();
-    let n = out_size;
     let param = |i: usize| -> Result<Tensor> { view_params.narrow(1, i, 1)?.reshape((b, 1, 1, 1)) };
     // π/2 rounded to the parameters' dtype, as the original's float32 constant: at the identity
     // pose the azimuth is then exactly 0 and the resampling an exact integer shift.
@@ -132,7 +139,7 @@ pub fn source_positions(
     // Output voxel indices relative to the output centre, divided by the scale: `S⁻¹ T_new⁻¹`.
     let half = n as f64 * 0.5;
     let axis = |shape: (usize, usize, usize)| -> Result<Tensor> {
-        let idx = (Tensor::arange(0u32, n as u32, dev)?.to_dtype(dtype)? - half)?;
+        let idx = (Tensor::arange(0u32, n_u32, dev)?.to_dtype(dtype)? - half)?;
         idx.reshape(shape)?.broadcast_as((n, n, n))?.unsqueeze(0)
     };
     let px = axis((1, 1, n))?.broadcast_div(&scale)?;
@@ -155,7 +162,8 @@ pub fn source_positions(
 /// (`N = cfg.out_size`) for the view parameters `[B, 3]` (see [`RenderNetPose::view_params`]).
 ///
 /// Differentiable with respect to the voxels and the view parameters (RenderNet's inverse
-/// rendering optimises the pose through this).
+/// rendering optimises the pose through this). An error when the output `B·C·N³` or the
+/// source positions `B·N³·3` are above [`crate::MAX_ELEMENTS`].
 ///
 /// ```
 /// # use candle_core::{Device, Tensor, DType};
@@ -176,13 +184,19 @@ pub fn resample_to_camera(
     view_params: &Tensor,
     cfg: &ResampleConfig,
 ) -> Result<Tensor> {
-    let (b, _c, d, h, w) = voxels.dims5()?;
+    let (b, c, d, h, w) = voxels.dims5()?;
     if view_params.dim(0)? != b {
         bail!(
             "rendernet: {} view parameter rows for a batch of {b} grids",
             view_params.dim(0)?
         );
     }
+    let n = cfg.out_size;
+    crate::checked_elements(
+        "rendernet",
+        "batch × channels × out_size³ output",
+        &[b, c, n, n, n],
+    )?;
     let dtype = voxels.dtype();
     let src = source_positions(&view_params.to_dtype(dtype)?, [d, h, w], cfg.out_size)?;
     // Voxel indices → grid_sample's [-1, 1] with corner alignment: index i ↦ 2i/(size−1) − 1.

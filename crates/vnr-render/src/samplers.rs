@@ -194,13 +194,29 @@ struct DepthSampling {
 }
 
 impl DepthSampling {
-    fn check(&self) -> Result<()> {
+    /// Checks the depths, and that `b` cameras × `rays` per camera fit in memory with their
+    /// origins and directions (`B·R·3`) and their sample depths: every buffer [`Self::rays`]
+    /// builds is one of these sizes or twice one.
+    fn check(&self, op: &str, b: usize, rays: usize) -> Result<()> {
         if !(self.min_depth.is_finite() && self.max_depth.is_finite()) {
             candle_core::bail!(
                 "ray sampler depths [{}, {}] are not finite",
                 self.min_depth,
                 self.max_depth
             );
+        }
+        crate::checked_elements(op, "cameras × rays per camera × 3", &[b, rays, 3])?;
+        let p = self.n_pts_per_ray;
+        if self.stratified || self.bounds.is_some() {
+            crate::checked_elements(
+                op,
+                "cameras × rays per camera × n_pts_per_ray",
+                &[b, rays, p],
+            )?;
+        } else {
+            // Shared depths are one row of P viewed with stride 0 over the rays: renderers
+            // march such bundles in chunks, so only the row has to fit.
+            crate::checked_elements(op, "n_pts_per_ray", &[p])?;
         }
         Ok(())
     }
@@ -388,9 +404,15 @@ impl MultinomialRaysampler {
         )
     }
 
-    /// The NDC coordinates of the grid, `[H, W, 2]` as `(x, y)`.
+    /// The NDC coordinates of the grid, `[H, W, 2]` as `(x, y)`; an error when `H·W·2` is
+    /// above [`crate::MAX_ELEMENTS`].
     pub fn xy_grid(&self, dev: &Device) -> Result<Tensor> {
         let (w, h) = (self.image_width, self.image_height);
+        crate::checked_elements(
+            "MultinomialRaysampler",
+            "image_height × image_width × 2",
+            &[h, w, 2],
+        )?;
         let xs: Vec<f64> = linspace(self.min_x as f64, self.max_x as f64, w).collect();
         let mut grid = Vec::with_capacity(h * w * 2);
         for y in linspace(self.min_y as f64, self.max_y as f64, h) {
@@ -424,6 +446,10 @@ impl MultinomialRaysampler {
     ///
     /// Returns `[B, H, W, ...]` bundles for the full grid and `[B, R, ...]` for drawn pixels
     /// (PyTorch3D returns `[B, R, 1, ...]`; reshape if you need its extra axis).
+    ///
+    /// Errors: an empty image, non-finite depths, or a grid (`H·W·2`), rays (`B·R·3`, `R` being
+    /// `H·W` or the rays drawn) or sample depths (`B·R·P` when stratified or bounded, else `P`)
+    /// above [`crate::MAX_ELEMENTS`].
     pub fn sample(
         &self,
         cameras: &dyn Camera,
@@ -435,7 +461,6 @@ impl MultinomialRaysampler {
             candle_core::bail!("ray sampler image {w}x{h} is empty");
         }
         let depth = self.depth_sampling();
-        depth.check()?;
         let b = cameras.batch_size();
         let dev = cameras.device();
         let grid = self.xy_grid(dev)?;
@@ -445,6 +470,8 @@ impl MultinomialRaysampler {
             (None, Some(weights)) => Some(smallest_mask(weights, h * w)?),
             (None, None) => None,
         };
+        // The ray count is known only now: a mask's total weight can request any number.
+        depth.check("MultinomialRaysampler", b, n_rays.unwrap_or(h * w))?;
         let Some(n_rays) = n_rays else {
             let xy = grid
                 .reshape((1, h * w, 2))?
@@ -606,6 +633,9 @@ impl MonteCarloRaysampler {
     }
 
     /// Emits `[B, R, ...]` rays for a batch of `B` cameras.
+    ///
+    /// Errors: non-finite depths, or rays (`B·R·3`) or sample depths (`B·R·P` when stratified
+    /// or bounded, else `P`) above [`crate::MAX_ELEMENTS`].
     pub fn sample(&self, cameras: &dyn Camera, rng: &mut impl Rng) -> Result<RayBundle> {
         let depth = DepthSampling {
             n_pts_per_ray: self.n_pts_per_ray,
@@ -615,9 +645,9 @@ impl MonteCarloRaysampler {
             bounds: self.bounds,
             unit_directions: self.unit_directions,
         };
-        depth.check()?;
         let b = cameras.batch_size();
         let r = self.n_rays_per_image;
+        depth.check("MonteCarloRaysampler", b, r)?;
         // As PyTorch3D: all x for the batch first, then all y.
         let mut draw = |lo: f32, hi: f32| -> Vec<f32> {
             (0..b * r)

@@ -170,7 +170,8 @@ impl VolumeLocator {
     /// `voxel_size`: a scalar, an `(x, y, z)` triple or a tensor `[1]`, `[3]`, `[1, 3]`,
     /// `[B, 1]`, `[B, 3]` (non-zero, finite); `volume_translation`: a triple or a tensor `[3]`,
     /// `[1, 3]`, `[B, 3]`. Both are stored as `[B, 3]` tensors of `dtype` on `device` (tensors
-    /// passed in keep their autograd graph).
+    /// passed in keep their autograd graph). An error when `batch_size · 3` is above
+    /// [`crate::MAX_ELEMENTS`].
     pub fn new(
         batch_size: usize,
         grid_sizes: [usize; 3],
@@ -180,6 +181,8 @@ impl VolumeLocator {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        // Both properties are materialised as [B, 3].
+        crate::checked_elements("VolumeLocator::new", "batch_size × 3", &[batch_size, 3])?;
         let voxel_size = property_tensor(
             "voxel_size",
             voxel_size.into(),
@@ -329,9 +332,14 @@ impl VolumeLocator {
 
     /// The coordinates of every voxel centre, `[B, D, H, W, 3]` in `(x, y, z)` order: local
     /// coordinates, or world coordinates when `world_coordinates` (PyTorch3D's
-    /// `get_coord_grid`).
+    /// `get_coord_grid`). An error when `B·D·H·W·3` is above [`crate::MAX_ELEMENTS`].
     pub fn get_coord_grid(&self, world_coordinates: bool) -> Result<Tensor> {
         let [d, h, w] = self.grid_sizes;
+        crate::checked_elements(
+            "VolumeLocator::get_coord_grid",
+            "batch_size × grid_sizes [D, H, W] × 3",
+            &[self.batch_size, d, h, w, 3],
+        )?;
         let mut coords = Vec::with_capacity(d * h * w * 3);
         for z in 0..d {
             for y in 0..h {

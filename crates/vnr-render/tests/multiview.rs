@@ -159,6 +159,43 @@ fn ray_sampling_is_seeded_and_colours_match_pixels() {
     assert!(data.image_rays(3).is_err());
 }
 
+/// Ray counts too large to allocate are errors, not capacity overflows or aborts.
+#[test]
+fn huge_ray_counts_are_errors_not_overflows() {
+    let data = synthetic_dataset(2, 5, 4);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for count in [usize::MAX, usize::MAX / 2 + 1, 1 << 40] {
+        assert!(matches!(
+            data.sample_rays(count, &mut rng),
+            Err(MultiViewError::Candle(_))
+        ));
+    }
+}
+
+/// `intrinsics` is public: sizes changed after construction no longer match the pixels and are
+/// errors (they overflowed, divided by zero or indexed past the pixels).
+#[test]
+fn intrinsics_changed_after_construction_are_errors_not_panics() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for (width, height) in [(usize::MAX, 4), (usize::MAX / 2 + 1, 2), (0, 4), (10, 4)] {
+        let mut data = synthetic_dataset(2, 5, 4);
+        data.intrinsics.width = width;
+        data.intrinsics.height = height;
+        assert!(matches!(
+            data.image_rays(0),
+            Err(MultiViewError::Invalid(_))
+        ));
+        assert!(matches!(
+            data.sample_rays(8, &mut rng),
+            Err(MultiViewError::Invalid(_))
+        ));
+        assert!(matches!(
+            data.rays_for_pixels(&[0, 39]),
+            Err(MultiViewError::Invalid(_))
+        ));
+    }
+}
+
 /// Minimal RGBA PNG encoder (stored deflate blocks) for test inputs with alpha.
 fn write_rgba_png(path: &std::path::Path, w: usize, h: usize, rgba: &[u8]) {
     fn crc32(bytes: &[u8]) -> u32 {

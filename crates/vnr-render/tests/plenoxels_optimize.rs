@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vnr_render::multiview::{orbit_camera_to_world, Intrinsics, MultiViewDataset, RayBatch, Split};
 use vnr_render::plenoxels::optimize::{evaluate_psnr, render_view};
+use vnr_render::plenoxels::sh::num_bases;
 use vnr_render::plenoxels::{
     fit, LrSchedule, OptimizeConfig, PlenoxelError, PlenoxelGrid, PlenoxelOptimizer, PruneOptions,
     RenderOptions, TvTarget,
@@ -401,6 +402,67 @@ fn bad_settings_are_refused() {
     }
     assert!(PlenoxelGrid::dense([1, 4, 4], [1.0; 3], [0.0; 3], 0, 0.1).is_err());
     assert!(PlenoxelGrid::dense([4, 4, 4], [1.0; 3], [0.0; 3], 5, 0.1).is_err());
+}
+
+/// SH degrees and ray batches that overflowed, or asked for terabytes, are refused up front.
+#[test]
+fn huge_sh_degrees_and_ray_batches_are_errors_not_overflows() {
+    for degree in [usize::MAX, 1 << 32] {
+        // Saturates instead of overflowing; callers refuse such degrees.
+        assert_eq!(num_bases(degree), usize::MAX);
+        assert!(matches!(
+            PlenoxelGrid::dense([4; 3], [1.0; 3], [0.0; 3], degree, 0.1),
+            Err(PlenoxelError::BadShape { key: "sh_data", .. })
+        ));
+    }
+    // Within MAX_RESAMPLE_VOXELS, but 2³⁰ voxels of degree-4 SH would be ~300 GiB.
+    assert!(matches!(
+        PlenoxelGrid::dense([1 << 10; 3], [1.0; 3], [0.0; 3], 4, 0.1),
+        Err(PlenoxelError::Candle(_))
+    ));
+    let data = toy_dataset();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let configs = [usize::MAX, 1 << 32, 5]
+        .map(|sh_degree| OptimizeConfig {
+            sh_degree,
+            ..toy_config()
+        })
+        .into_iter()
+        .chain(
+            [usize::MAX, usize::MAX / 2 + 1, 1 << 40].map(|batch_rays| OptimizeConfig {
+                batch_rays,
+                ..toy_config()
+            }),
+        );
+    for config in configs {
+        assert!(matches!(
+            PlenoxelOptimizer::from_config(config.clone()),
+            Err(PlenoxelError::BadConfig(_))
+        ));
+        assert!(matches!(
+            fit(&data, config, &mut rng, |_| {}),
+            Err(PlenoxelError::BadConfig(_))
+        ));
+    }
+}
+
+/// Dilating more often than the grid is long changes nothing, so a huge `dilate` ends at once
+/// with every voxel kept (it looped `dilate` times).
+#[test]
+fn huge_dilation_ends_with_the_whole_grid() {
+    let grid = PlenoxelGrid::from_fn([4; 3], [1.0; 3], [0.0; 3], |p| {
+        let corner = p.iter().all(|&v| v < -0.5);
+        (if corner { 10.0 } else { 0.0 }, [0.5; 3])
+    })
+    .unwrap();
+    assert_eq!(grid.capacity(), 1);
+    let prune = PruneOptions {
+        density_threshold: 1.0,
+        dilate: usize::MAX,
+    };
+    assert_eq!(grid.resample([4; 3], &prune).unwrap().capacity(), 64);
+    let once = PruneOptions { dilate: 1, ..prune };
+    assert_eq!(grid.resample([4; 3], &once).unwrap().capacity(), 8);
 }
 
 /// A dense 16³ grid (row = C-order voxel index) with random density and degree-1 SH.

@@ -8,8 +8,9 @@ use vnr_formats::image::ImageF32;
 use vnr_formats::testing::fixture;
 use vnr_formats::vdb::{DenseSamples, Grid, Transform};
 use vnr_render::reference::{
-    load_object, render, Camera, FogVolume, Frame, GridSurface, Ground, IndexMap, Light,
-    LoadOptions, Material, Object, Outputs, Phong, Projection, RenderError, Scene, Sdf, Vec3,
+    load_object, render, Camera, FogModel, FogSettings, FogVolume, Frame, GridSurface, Ground,
+    IndexMap, Light, LoadOptions, Material, Object, Outputs, Phong, Projection, Ray, RenderError,
+    Scene, Sdf, Vec3, MAX_BOUNCES, MIN_FOG_STEP,
 };
 
 fn sphere(radius: f64) -> Object {
@@ -602,6 +603,61 @@ fn fog_is_opaque_in_the_middle_and_clear_outside() {
         render(&scene, &camera, Outputs::ALL),
         Err(RenderError::UnsupportedOutput(_))
     ));
+}
+
+/// A fog step so small that `k += 1` stops moving the sample index hung a 1×1 render; steps
+/// under `MIN_FOG_STEP` are errors now.
+#[test]
+fn tiny_fog_steps_are_errors_not_hangs() {
+    let camera =
+        Camera::orbit(0.0, 0.0, 6.0, Vec3::default(), Projection::default(), 1, 1).unwrap();
+    for (step, shadow_step) in [(1e-300, 3.0), (1.0, 1e-300), (MIN_FOG_STEP / 2.0, 3.0)] {
+        let mut scene = Scene::new(Object::Fog(Box::new(fog_ball(16))));
+        scene.fog.step = step;
+        scene.fog.shadow_step = shadow_step;
+        assert!(matches!(
+            render(&scene, &camera, Outputs::SHADED),
+            Err(RenderError::InvalidSettings(_))
+        ));
+    }
+    let mut scene = Scene::new(Object::Fog(Box::new(fog_ball(16))));
+    scene.fog.step = MIN_FOG_STEP;
+    let frame = render(&scene, &camera, Outputs::SHADED).unwrap();
+    assert!(frame.shaded.unwrap().data[0] > 0.0);
+}
+
+/// From about 2⁵³ cells away neither the brick walk nor the sample index advance in `f64`: such
+/// a ray must return instead of looping.
+#[test]
+fn fog_rays_from_afar_end() {
+    let volume = fog_ball(16);
+    let model = FogModel::new(&FogSettings::default(), &volume).unwrap();
+    let ray = Ray {
+        origin: Vec3::new(0.0, 0.0, -1e17),
+        dir: Vec3::new(0.0, 0.0, 1.0),
+    };
+    let sample = volume.integrate(&ray, 0.0, &model);
+    assert!(sample.alpha.is_finite() && sample.radiance.is_finite());
+}
+
+/// Bounces recurse: a glass sphere with `u32::MAX` bounces overflowed the stack. Above
+/// `MAX_BOUNCES` a render is refused; at it, it renders.
+#[test]
+fn huge_bounce_limits_are_errors_not_stack_overflows() {
+    let camera =
+        Camera::orbit(0.0, 10.0, 5.0, Vec3::default(), Projection::default(), 4, 4).unwrap();
+    for max_bounces in [u32::MAX, MAX_BOUNCES + 1] {
+        let mut glass = lit_scene(Material::Clear { ior: 1.5 });
+        glass.max_bounces = max_bounces;
+        assert!(matches!(
+            render(&glass, &camera, Outputs::SHADED),
+            Err(RenderError::InvalidSettings(_))
+        ));
+    }
+    let mut glass = lit_scene(Material::Clear { ior: 1.5 });
+    glass.max_bounces = MAX_BOUNCES;
+    let frame = render(&glass, &camera, Outputs::SHADED).unwrap();
+    assert!(frame.shaded.unwrap().data.iter().all(|v| v.is_finite()));
 }
 
 #[test]

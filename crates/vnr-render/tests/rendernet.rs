@@ -6,7 +6,7 @@ use candle_core::{DType, Device};
 use vnr_formats::binvox::BinvoxGrid;
 use vnr_formats::testing::fixture;
 use vnr_render::rendernet::{
-    resample_to_camera, view_params_tensor, RenderNetPose, ResampleConfig,
+    resample_to_camera, source_positions, view_params_tensor, RenderNetPose, ResampleConfig,
 };
 
 fn occupancy_sum_at_identity(name: &str, drop_last_slice: bool) -> Option<f32> {
@@ -78,4 +78,33 @@ fn view_params_follow_the_demo() {
     assert_eq!(p[2], 1.0);
     let t = view_params_tensor(&[], &Device::Cpu).unwrap();
     assert_eq!(t.dims(), &[0, 3]);
+}
+
+/// Output sizes whose `B·N³·…` overflows or exceeds `MAX_ELEMENTS` are errors: they overflowed
+/// inside candle, aborted allocating, or (`usize::MAX`, truncated to `u32`) allocated 16+ GiB.
+#[test]
+fn huge_output_sizes_are_errors_not_overflows() {
+    let dev = Device::Cpu;
+    let voxels = candle_core::Tensor::ones((1, 1, 4, 4, 4), DType::F32, &dev).unwrap();
+    let identity = RenderNetPose {
+        azimuth_deg: 90.0,
+        elevation_deg: 90.0,
+        radius: 3.3,
+    };
+    let params = view_params_tensor(&[identity], &dev).unwrap();
+    for out_size in [usize::MAX, usize::MAX / 2 + 1, 1 << 22, 100_000] {
+        assert!(source_positions(&params, [4; 3], out_size).is_err());
+        let cfg = ResampleConfig {
+            out_size,
+            drop_last_slice: true,
+        };
+        assert!(resample_to_camera(&voxels, &params, &cfg).is_err());
+    }
+    // Many channels at a modest size: the output B·C·N³ is what is too large.
+    let channels = candle_core::Tensor::ones((1, 1 << 20, 1, 1, 1), DType::F32, &dev).unwrap();
+    let cfg = ResampleConfig {
+        out_size: 1024,
+        drop_last_slice: false,
+    };
+    assert!(resample_to_camera(&channels, &params, &cfg).is_err());
 }

@@ -310,6 +310,62 @@ fn bad_masks_are_errors() -> Result<()> {
     Ok(())
 }
 
+/// Image sizes, ray counts and samples per ray whose products overflow `usize` or exceed
+/// `MAX_ELEMENTS` are errors before anything is allocated (they overflowed, failed with a
+/// capacity overflow or aborted allocating terabytes).
+#[test]
+fn huge_ray_counts_are_errors_not_overflows() -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let (r, t) = extrinsics(1)?;
+    let one = FoVPerspectiveCameras::new(&r, &t, FoVPerspectiveConfig::default())?;
+    let cams = cameras()?;
+    let two = cams[0].as_ref();
+    let half = usize::MAX / 2 + 1;
+    let grids = [
+        MultinomialRaysampler::ndc(usize::MAX, 2, 4, 1.0, 2.0),
+        MultinomialRaysampler::grid((-1.0, 1.0), (-1.0, 1.0), 2, usize::MAX / 2, 4, (1.0, 2.0)),
+        MultinomialRaysampler::ndc(1 << 20, 1 << 20, 4, 1.0, 2.0),
+    ];
+    for sampler in &grids {
+        assert!(sampler.xy_grid(&Device::Cpu).is_err());
+        assert!(sampler.sample(&one, None, &mut rng).is_err());
+    }
+    let small = MultinomialRaysampler::ndc(4, 3, 2, 1.0, 2.0);
+    let drawn = |n: usize| MultinomialRaysampler {
+        n_rays_per_image: Some(n),
+        ..small
+    };
+    assert!(drawn(usize::MAX).sample(&one, None, &mut rng).is_err());
+    assert!(drawn(half).sample(two, None, &mut rng).is_err());
+    assert!(drawn(1 << 40).sample(two, None, &mut rng).is_err());
+    // A mask's total weight sets the ray count when none is requested.
+    let heavy = Tensor::full(1e30f32, (2, 3, 4), &Device::Cpu)?;
+    assert!(small.sample(two, Some(&heavy), &mut rng).is_err());
+    let bounds = Some(Aabb::new([-1.0; 3], [1.0; 3])?);
+    for n_pts_per_ray in [usize::MAX, usize::MAX / 2, 1 << 40] {
+        for bounds in [None, bounds] {
+            let points = MultinomialRaysampler {
+                n_pts_per_ray,
+                bounds,
+                ..small
+            };
+            assert!(points.sample(two, None, &mut rng).is_err());
+            let monte_carlo = MonteCarloRaysampler {
+                bounds,
+                ..MonteCarloRaysampler::new((-1.0, 1.0), (-1.0, 1.0), 3, n_pts_per_ray, (1.0, 2.0))
+            };
+            assert!(monte_carlo.sample(two, &mut rng).is_err());
+        }
+    }
+    for n_rays in [usize::MAX, half, 1 << 40] {
+        let sampler = MonteCarloRaysampler::new((-1.0, 1.0), (-1.0, 1.0), n_rays, 2, (1.0, 2.0));
+        assert!(sampler.sample(two, &mut rng).is_err());
+    }
+    let sampler = MonteCarloRaysampler::new((-1.0, 1.0), (-1.0, 1.0), usize::MAX, 2, (1.0, 2.0));
+    assert!(sampler.sample(&one, &mut rng).is_err());
+    Ok(())
+}
+
 #[test]
 fn monte_carlo_rays_pass_through_their_random_points() -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(8);

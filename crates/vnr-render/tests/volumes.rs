@@ -238,6 +238,39 @@ fn bad_inputs_are_typed_errors() -> Result<()> {
     Ok(())
 }
 
+/// Batch and grid sizes whose products overflow or exceed `MAX_ELEMENTS` are errors, not
+/// overflows inside candle or aborted allocations.
+#[test]
+fn huge_batches_and_grids_are_errors_not_overflows() -> Result<()> {
+    let dev = Device::Cpu;
+    let locator = |batch: usize, grid: [usize; 3]| {
+        VolumeLocator::new(batch, grid, 1.0, [0.0; 3], true, DType::F32, &dev)
+    };
+    for batch in [usize::MAX, usize::MAX / 2 + 1, 1 << 40] {
+        assert!(matches!(
+            locator(batch, [2; 3]),
+            Err(VolumeError::Candle(_))
+        ));
+    }
+    for grid in [[usize::MAX / 2, 2, 2], [1 << 21; 3], [1 << 14; 3]] {
+        let loc = locator(1, grid).map_err(candle_core::Error::from)?;
+        for world in [false, true] {
+            assert!(matches!(
+                loc.get_coord_grid(world),
+                Err(VolumeError::Candle(_))
+            ));
+        }
+    }
+    assert_eq!(
+        locator(2, [2, 3, 4])
+            .map_err(candle_core::Error::from)?
+            .get_coord_grid(true)?
+            .dims(),
+        [2, 2, 3, 4, 3]
+    );
+    Ok(())
+}
+
 #[test]
 fn batches_sample_their_own_volume_and_single_volumes_take_any_shape() -> Result<()> {
     let dev = Device::Cpu;

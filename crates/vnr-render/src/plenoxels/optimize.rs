@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::grad::SparseRows;
 use super::render::{BackwardWorkspace, RenderOptions};
 use super::resample::PruneOptions;
+use super::sh::MAX_SH_DEGREE;
 use super::tv::total_variation_into;
 use super::{PlenoxelError, PlenoxelGrid};
 use crate::multiview::{MultiViewDataset, RayBatch};
@@ -84,13 +85,13 @@ pub struct OptimizeConfig {
     pub upsample_every: usize,
     /// Total steps.
     pub steps: usize,
-    /// Rays per step.
+    /// Rays per step (`batch_rays · 3` at most [`crate::MAX_ELEMENTS`]).
     pub batch_rays: usize,
     /// Half side lengths of the grid box (world units).
     pub radius: [f32; 3],
     /// Centre of the grid box.
     pub center: [f32; 3],
-    /// SH degree (svox2's `sh_dim = 9` is degree 2).
+    /// SH degree (svox2's `sh_dim = 9` is degree 2), at most [`super::sh::MAX_SH_DEGREE`].
     pub sh_degree: usize,
     /// Initial density of every voxel.
     pub init_density: f32,
@@ -191,6 +192,15 @@ impl OptimizeConfig {
         }
         if self.batch_rays == 0 || self.upsample_every == 0 {
             return bad("batch_rays and upsample_every must be > 0".into());
+        }
+        if let Err(e) = crate::multiview::check_ray_count(self.batch_rays) {
+            return bad(format!("batch_rays: {e}"));
+        }
+        if self.sh_degree > MAX_SH_DEGREE {
+            return bad(format!(
+                "sh_degree {} is above the supported {MAX_SH_DEGREE}",
+                self.sh_degree
+            ));
         }
         let fractions = [self.tv_density_fraction, self.tv_sh_fraction];
         if fractions.iter().any(|f| !(0.0..=1.0).contains(f)) {

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use super::march::Corners;
-use super::sh::{num_bases, SH_C0};
+use super::sh::{num_bases, MAX_SH_DEGREE, SH_C0};
 use super::{check_box, PlenoxelError, PlenoxelGrid};
 
 /// Which voxels [`PlenoxelGrid::resample`] keeps.
@@ -44,9 +44,19 @@ fn voxel_count(dims: [usize; 3]) -> Result<usize, PlenoxelError> {
         })
 }
 
+/// Checks that `rows` rows of SH data `width` wide (plus the density column) fit in memory:
+/// a grid within [`MAX_RESAMPLE_VOXELS`] at a high SH degree would still need hundreds of GiB.
+fn check_data_size(op: &str, rows: usize, width: usize) -> Result<(), PlenoxelError> {
+    crate::checked_elements(op, "voxels × (3·SH bases + 1) floats", &[rows, width + 1])?;
+    Ok(())
+}
+
 impl PlenoxelGrid {
     /// A fully occupied grid, as svox2's optimisation starts from: every voxel linked (C
     /// order), density `init_density`, SH zero (grey 0.5 after the `+ 0.5` shift), f32 data.
+    ///
+    /// Errors: a side below 2 or more than [`MAX_RESAMPLE_VOXELS`] voxels, `sh_degree` above
+    /// [`MAX_SH_DEGREE`], or data (`voxels · (3K + 1)` floats) above [`crate::MAX_ELEMENTS`].
     pub fn dense(
         dims: [usize; 3],
         radius: [f32; 3],
@@ -55,14 +65,15 @@ impl PlenoxelGrid {
         init_density: f32,
     ) -> Result<Self, PlenoxelError> {
         let n = voxel_count(dims)?;
-        let width = 3 * num_bases(sh_degree);
-        if super::sh::degree_of(width / 3).is_none() {
+        if sh_degree > MAX_SH_DEGREE {
             return Err(PlenoxelError::BadShape {
                 key: "sh_data",
-                shape: vec![n, width],
-                expected: "SH degree 0 to 4".into(),
+                shape: vec![n, num_bases(sh_degree).saturating_mul(3)],
+                expected: format!("SH degree 0 to {MAX_SH_DEGREE}, got sh_degree {sh_degree}"),
             });
         }
+        let width = 3 * num_bases(sh_degree);
+        check_data_size("PlenoxelGrid::dense", n, width)?;
         let links = (0..n as i32).collect();
         let density = Tensor::full(init_density, (n, 1), &Device::Cpu)?;
         let sh = Tensor::zeros((n, width), DType::F32, &Device::Cpu)?;
@@ -139,7 +150,10 @@ impl PlenoxelGrid {
             .collect();
         let threshold = f64::from(prune.density_threshold);
         let mut keep: Vec<bool> = resampled_density.iter().map(|&d| d > threshold).collect();
-        for _ in 0..prune.dilate {
+        // After as many dilations as the longest side every voxel within reach of a kept one
+        // is kept, so more change nothing: bound the loop by that, not by `dilate` alone.
+        let longest = dims.into_iter().max().unwrap_or(0);
+        for _ in 0..prune.dilate.min(longest) {
             keep = dilate(&keep, dims);
         }
         let mut links = vec![-1i32; n];
@@ -148,6 +162,7 @@ impl PlenoxelGrid {
             links[i] = rows.len() as i32;
             rows.push(i);
         }
+        check_data_size("PlenoxelGrid::resample", rows.len(), width)?;
         let new_density: Vec<f32> = rows.iter().map(|&i| resampled_density[i] as f32).collect();
         let new_sh: Vec<f32> = rows
             .par_iter()

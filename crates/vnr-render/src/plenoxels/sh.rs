@@ -48,9 +48,11 @@ pub const MAX_SH_DEGREE: usize = 4;
 /// Bases at the highest degree, `(MAX_SH_DEGREE + 1)²`.
 pub const MAX_SH_BASES: usize = (MAX_SH_DEGREE + 1) * (MAX_SH_DEGREE + 1);
 
-/// Number of bases `K = (degree + 1)²`.
+/// Number of bases `K = (degree + 1)²`; saturates at `usize::MAX` for degrees far above
+/// [`MAX_SH_DEGREE`] rather than overflowing (callers check the degree first).
 pub fn num_bases(degree: usize) -> usize {
-    (degree + 1) * (degree + 1)
+    let side = degree.saturating_add(1);
+    side.saturating_mul(side)
 }
 
 /// The degree whose basis count is `bases`, if it is a supported square (1, 4, 9, 16, 25).

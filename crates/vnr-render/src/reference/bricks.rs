@@ -455,12 +455,18 @@ impl Iterator for Dda {
         };
         let exit = self.t_next[axis].min(self.t_end);
         let item = (self.cell, self.t, exit);
-        if self.t_next[axis] > self.t_end || !self.t_next[axis].is_finite() {
+        let advanced = self.t_next[axis] + self.t_delta[axis];
+        // Far enough along the ray (in cells, about 2⁵³), a cell's width no longer changes `t`
+        // and the walk would step cells forever without reaching `t_end`: stop there too.
+        if self.t_next[axis] > self.t_end
+            || !self.t_next[axis].is_finite()
+            || advanced <= self.t_next[axis]
+        {
             // Last cell: stop after this one.
             self.t = f64::INFINITY;
         } else {
             self.t = self.t_next[axis].max(self.t);
-            self.t_next[axis] += self.t_delta[axis];
+            self.t_next[axis] = advanced;
             self.cell[axis] = self.cell[axis].saturating_add(self.step[axis]);
         }
         Some(item)
@@ -521,6 +527,18 @@ mod tests {
             }
         }
         assert!(Dda::new(&ray, 1.0, f64::INFINITY, 8).is_none());
+    }
+
+    /// 10¹⁸ cells out, adding a cell's width leaves `t` unchanged: the walk used to step cells
+    /// forever without reaching its end.
+    #[test]
+    fn dda_far_from_its_origin_ends() {
+        let ray = Ray {
+            origin: Vec3::new(-1e18, 0.5, 0.5),
+            dir: Vec3::new(1.0, 0.0, 0.0),
+        };
+        let cells = Dda::new(&ray, 1e18 - 64.0, 1e18 + 64.0, 8).unwrap();
+        assert!(cells.take(100).count() < 100);
     }
 
     #[test]

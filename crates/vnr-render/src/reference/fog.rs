@@ -8,10 +8,21 @@
 //! shadow_step / (1 + s · gain))` at distance `s` (or not at all: [`FogSettings::shadows`]).
 //! A ray stops once `|T|² < cutoff`. Alpha is `1 − mean(T_primary)`. Densities are trilinear
 //! in the voxel values (OpenVDB's BoxSampler).
+//!
+//! Steps are at least [`MIN_FOG_STEP`] voxels, so a ray takes a bounded number of samples per
+//! brick; samples more than 2⁵³ steps from a ray's origin, where `k + 1 = k` in `f64`, are not
+//! taken.
 
 use super::bricks::{fast_ceil, sample_brick, Bricks, Dda, IndexMap, BRICK};
 use super::vec3::{Aabb, Ray, Vec3};
 use super::RenderError;
+
+/// Smallest primary and shadow step, in voxels (a brick is 8): a smaller step costs over
+/// 10⁴ samples per voxel, and below about `distance · 2⁻⁵³` the sample index stops advancing.
+pub const MIN_FOG_STEP: f64 = 1e-3;
+
+/// Sample indices `k` are exact integers in `f64` below 2⁵³; past it `k + 1 = k`.
+const MAX_SAMPLE_INDEX: f64 = 9_007_199_254_740_992.0;
 
 /// Parameters of the fog model; defaults are `vdb_render`'s.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,9 +37,9 @@ pub struct FogSettings {
     pub light_color: Vec3,
     /// In-scattering gain along shadow rays.
     pub gain: f64,
-    /// Primary step in voxels.
+    /// Primary step in voxels, at least [`MIN_FOG_STEP`].
     pub step: f64,
-    /// Shadow step in voxels.
+    /// Shadow step in voxels, at least [`MIN_FOG_STEP`].
     pub shadow_step: f64,
     /// Density and transmittance cutoff.
     pub cutoff: f64,
@@ -55,12 +66,13 @@ impl Default for FogSettings {
 }
 
 impl FogSettings {
-    /// Checks that steps are positive and the light direction is a direction.
+    /// Checks that steps are finite and at least [`MIN_FOG_STEP`] and the light direction is a
+    /// direction.
     pub fn check(&self) -> Result<(), RenderError> {
-        let positive = |v: f64| v > 0.0 && v.is_finite();
-        if !(positive(self.step) && positive(self.shadow_step)) {
+        let usable = |v: f64| v >= MIN_FOG_STEP && v.is_finite();
+        if !(usable(self.step) && usable(self.shadow_step)) {
             return Err(RenderError::InvalidSettings(format!(
-                "fog steps {} and {} must be positive",
+                "fog step {} and shadow_step {} must be finite and at least {MIN_FOG_STEP} voxels",
                 self.step, self.shadow_step
             )));
         }
@@ -193,7 +205,7 @@ impl FogVolume {
             let base = Vec3::from_array(block.map(|b| f64::from(b * BRICK)));
             // Samples on the brick's far face belong to the next brick (or this, the last).
             let mut k = fast_ceil(b0 / step);
-            while k * step < b1 || (b1 >= s1 && k * step <= b1) {
+            while k < MAX_SAMPLE_INDEX && (k * step < b1 || (b1 >= s1 && k * step <= b1)) {
                 let s = k * step;
                 k += 1.0;
                 let p = iray.at(s);
@@ -253,7 +265,7 @@ impl FogVolume {
                 };
                 let base = Vec3::from_array(block.map(|b| f64::from(b * BRICK)));
                 let mut k = fast_ceil(b0 / step).max(1.0);
-                while k * step < b1 || (b1 >= s1 && k * step <= b1) {
+                while k < MAX_SAMPLE_INDEX && (k * step < b1 || (b1 >= s1 && k * step <= b1)) {
                     let s = k * step;
                     k += 1.0;
                     let density = sample_brick(brick, ray.at(s) - base);

@@ -59,13 +59,13 @@ use vnr_geom::vec3;
 
 pub use bricks::IndexMap;
 pub use camera::{direction_from_angles, fov_y_from_fov_x, orbit_position, Camera, Projection};
-pub use fog::{FogModel, FogSample, FogSettings, FogVolume};
+pub use fog::{FogModel, FogSample, FogSettings, FogVolume, MIN_FOG_STEP};
 pub use load::{
     analytic_sdf, dense_object, load_binvox, load_object, DenseMode, LoadOptions, ORIGIN_KEY,
     SDF_NAMES, SDF_PREFIX, VALUES_KEY, VOXEL_SIZE_KEY,
 };
 pub use render::{render, to_grey, Frame, Outputs};
-pub use shading::{Ground, Light, Material, Object, Phong, Scene};
+pub use shading::{Ground, Light, Material, Object, Phong, Scene, MAX_BOUNCES};
 pub use surface::{GridSurface, Surface, SurfaceHit};
 pub use vec3::{Aabb, Ray, Vec3};
 pub use vnr_geom::sdf::Sdf;

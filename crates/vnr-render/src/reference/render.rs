@@ -9,7 +9,7 @@ use vnr_formats::npz::{write_npy, NpyArray, NpyData};
 
 use super::camera::Camera;
 use super::fog::FogModel;
-use super::shading::{HitKind, Object, Scene, Tracer};
+use super::shading::{HitKind, Object, Scene, Tracer, MAX_BOUNCES};
 use super::vec3::Vec3;
 use super::RenderError;
 
@@ -113,13 +113,20 @@ struct Pixel {
 
 /// Renders `scene` seen by `camera`.
 ///
-/// Errors: normal and albedo maps of a fog volume (it has neither), a ground plane under fog,
-/// invalid fog settings.
+/// Errors: an image above [`MAX_PIXELS`], normal and albedo maps of a fog volume (it has
+/// neither), a ground plane under fog, invalid fog settings, `max_bounces` above
+/// [`MAX_BOUNCES`].
 pub fn render(scene: &Scene, camera: &Camera, outputs: Outputs) -> Result<Frame, RenderError> {
     let (w, h) = (camera.width, camera.height);
     if w.checked_mul(h).is_none_or(|n| n > MAX_PIXELS) {
         return Err(RenderError::InvalidCamera(format!(
             "image size {w}×{h} is above the {MAX_PIXELS} pixels a render may have"
+        )));
+    }
+    if scene.max_bounces > MAX_BOUNCES {
+        return Err(RenderError::InvalidSettings(format!(
+            "max_bounces {} is above the {MAX_BOUNCES} a render may trace",
+            scene.max_bounces
         )));
     }
     let pixels: Vec<Pixel> = match &scene.object {

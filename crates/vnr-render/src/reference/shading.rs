@@ -140,6 +140,10 @@ impl Default for Ground {
     }
 }
 
+/// Largest [`Scene::max_bounces`]: bounces recurse, one stack frame chain per bounce, and a
+/// clear material can split every bounce in two, so the limit bounds both stack and work.
+pub const MAX_BOUNCES: u32 = 64;
+
 /// Everything a render needs besides the camera.
 #[derive(Debug)]
 pub struct Scene {
@@ -157,7 +161,8 @@ pub struct Scene {
     pub ground: Option<Ground>,
     /// Colour of rays that hit nothing.
     pub background: Vec3,
-    /// Most reflection/refraction bounces per primary ray.
+    /// Most reflection/refraction bounces per primary ray, at most [`MAX_BOUNCES`]
+    /// ([`render`](super::render) refuses more).
     pub max_bounces: u32,
     /// Fog model parameters (fog volumes only).
     pub fog: FogSettings,
