@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..defaults
     };
     let out: PathBuf = parsed("--out", PathBuf::from("target/examples-out/rendernet"))?;
-    let gen = experiment.gen_config();
+    let gen = experiment.gen_config()?;
     let data_dir = out.join("data");
     let start = Instant::now();
     let data = experiment.generate(&data_dir, |_| {})?;

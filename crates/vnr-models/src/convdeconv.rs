@@ -31,6 +31,7 @@ use vnr_ops::nn::conv::MaxPool3d;
 use crate::layers::{
     fold_into_channels, folded_dims, Conv, ConvTranspose, Crop, Padding, ParamSpec,
 };
+use crate::limits::{at_most, MAX_CHANNELS, MAX_GRID_SIDE, MAX_IMAGE_SIDE};
 use crate::summary::Summary;
 use crate::ConfigError;
 
@@ -157,21 +158,62 @@ impl ConvDeconvConfig {
             .unwrap_or(0)
     }
 
-    /// Side `M` of the reshaped 2D bottleneck (`M² = N³`).
+    /// Side `M` of the reshaped 2D bottleneck (`M² = N³`); saturates for sizes that
+    /// [`Self::validate`] refuses.
     pub fn bottleneck_image_size(&self) -> usize {
         let n = self.bottleneck_size();
         // N³ = M² holds exactly when N is a perfect square k², and then M = k³.
         let k = (n as f64).sqrt().round() as usize;
-        k * k * k
+        k.saturating_pow(3)
     }
 
-    /// Side of the output image, `4·M`.
+    /// Side of the output image, `4·M`; saturates for sizes that [`Self::validate`] refuses.
     pub fn output_size(&self) -> usize {
-        4 * self.bottleneck_image_size()
+        self.bottleneck_image_size().saturating_mul(4)
+    }
+
+    /// The encoder scale whose side equals `resolution`: in v002, the source of the skip into
+    /// the decoder stage at that resolution.
+    fn skip_scale(&self, resolution: usize) -> Option<usize> {
+        if self.version != ConvDeconvVersion::V002 {
+            return None;
+        }
+        (0..self.encoder_channels.len()).find(|&i| self.input_size >> (i + 1) == resolution)
+    }
+
+    /// Input channels of `deconv2d_s2_1` (at resolution `M`) and `deconv2d_s1_1` (at `2M`):
+    /// the previous layer's plus `skip_channels · R` for a v002 skip at resolution `R`; an
+    /// error when they overflow.
+    fn decoder_inputs(&self) -> std::result::Result<[usize; 2], ConfigError> {
+        let m = self.bottleneck_image_size();
+        let overflow = || {
+            ConfigError::invalid(format!(
+                "convdeconv: skip_channels {} at the decoder's resolutions {m} and 2·{m} overflow its input channels",
+                self.skip_channels
+            ))
+        };
+        let with_skip = |channels: usize, resolution: usize| match self.skip_scale(resolution) {
+            Some(_) => self
+                .skip_channels
+                .checked_mul(resolution)
+                .and_then(|folded| folded.checked_add(channels))
+                .ok_or_else(overflow),
+            None => Ok(channels),
+        };
+        let encoded = self.encoder_channels.last().copied().unwrap_or(1);
+        Ok([
+            with_skip(encoded, m)?,
+            with_skip(
+                self.decoder_channels[0],
+                m.checked_mul(2).ok_or_else(overflow)?,
+            )?,
+        ])
     }
 
     /// Checks that the input halves cleanly `L` times and that the bottleneck's voxel count
-    /// is a square (the reshape to a 2D map needs it).
+    /// is a square (the reshape to a 2D map needs it). `input_size` is at most
+    /// [`MAX_GRID_SIDE`], channel counts at most [`MAX_CHANNELS`] and the output image side at
+    /// most [`MAX_IMAGE_SIDE`].
     pub fn validate(&self) -> std::result::Result<(), ConfigError> {
         let levels = self.encoder_channels.len();
         if levels == 0 || levels >= usize::BITS as usize {
@@ -183,6 +225,18 @@ impl ConvDeconvConfig {
             return Err(ConfigError::invalid(
                 "convdeconv: channel counts must be positive",
             ));
+        }
+        // Caps first: they keep k³, 2·M and skip_channels·R below from overflowing.
+        at_most("convdeconv: input_size", self.input_size, MAX_GRID_SIDE)?;
+        for &c in self.encoder_channels.iter().chain(&self.decoder_channels) {
+            at_most("convdeconv: a channel count", c, MAX_CHANNELS)?;
+        }
+        if self.version == ConvDeconvVersion::V002 {
+            at_most(
+                "convdeconv: skip_channels",
+                self.skip_channels,
+                MAX_CHANNELS,
+            )?;
         }
         if self.input_size == 0 || self.input_size % (1 << levels) != 0 {
             return Err(ConfigError::invalid(format!(
@@ -203,7 +257,12 @@ impl ConvDeconvConfig {
                 "convdeconv: v002 needs skip_channels ≥ 1",
             ));
         }
-        Ok(())
+        at_most(
+            "convdeconv: the output image side 4·M",
+            self.output_size(),
+            MAX_IMAGE_SIDE,
+        )?;
+        self.decoder_inputs().map(|_| ())
     }
 
     /// Reads a JSON or TOML (`.toml`) file of this struct (serde field names, missing fields
@@ -290,7 +349,8 @@ fn torch_deconv2d(
 }
 
 impl ConvDeconv {
-    /// Builds the network; parameter names are the original's `state_dict` keys.
+    /// Builds the network; parameter names are the original's `state_dict` keys. An invalid
+    /// config ([`ConvDeconvConfig::validate`]) or a weight too large to allocate is an error.
     pub fn new(cfg: ConvDeconvConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::wrap)?;
         let mut encoder = Vec::with_capacity(cfg.encoder_channels.len());
@@ -303,11 +363,7 @@ impl ConvDeconv {
         }
         let m = cfg.bottleneck_image_size();
         let skip_to = |resolution: usize| -> Result<Option<Skip>> {
-            if cfg.version != ConvDeconvVersion::V002 {
-                return Ok(None);
-            }
-            let side = |i: usize| cfg.input_size >> (i + 1);
-            match (0..cfg.encoder_channels.len()).find(|&i| side(i) == resolution) {
+            match cfg.skip_scale(resolution) {
                 Some(scale) => Ok(Some(Skip {
                     scale,
                     reduce: torch_conv3d(
@@ -322,28 +378,13 @@ impl ConvDeconv {
                 None => Ok(None),
             }
         };
+        // `validate` bounds M, so 2·M and the decoder's input channels do not overflow.
         let skip_bottleneck = skip_to(m)?;
         let skip_upsampled = skip_to(2 * m)?;
-        let skip_width = |skip: &Option<Skip>, resolution: usize| {
-            skip.as_ref().map_or(0, |_| cfg.skip_channels * resolution)
-        };
+        let [in1, in2] = cfg.decoder_inputs().map_err(candle_core::Error::wrap)?;
         let [d1, d2] = cfg.decoder_channels;
-        let deconv_s2_1 = torch_deconv2d(
-            cin + skip_width(&skip_bottleneck, m),
-            d1,
-            4,
-            2,
-            1,
-            vb.pp("deconv2d_s2_1"),
-        )?;
-        let deconv_s1_1 = torch_deconv2d(
-            d1 + skip_width(&skip_upsampled, 2 * m),
-            d2,
-            1,
-            1,
-            0,
-            vb.pp("deconv2d_s1_1"),
-        )?;
+        let deconv_s2_1 = torch_deconv2d(in1, d1, 4, 2, 1, vb.pp("deconv2d_s2_1"))?;
+        let deconv_s1_1 = torch_deconv2d(in2, d2, 1, 1, 0, vb.pp("deconv2d_s1_1"))?;
         let deconv_s2_2 = torch_deconv2d(d2, 1, 4, 2, 1, vb.pp("deconv2d_s2_2"))?;
         Ok(Self {
             cfg,

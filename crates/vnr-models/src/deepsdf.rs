@@ -7,7 +7,7 @@
 //! layer before outputs 3 fewer). Hidden layers: (LayerNorm `bn{l}` when the layer is in
 //! `norm_layers` without weight norm) → ReLU → dropout (layers in `dropout`, train only).
 //! A hidden layer's bias, ReLU and dropout run as one fused op
-//! ([`bias_relu_dropout`](vnr_ops::nn::dropout::bias_relu_dropout)) with counter-based masks:
+//! ([`bias_relu_dropout`]) with counter-based masks:
 //! one key per dropout call, in layer order, from `dropout_seed` or
 //! [`DeepSdfDecoder::reseed_dropout`], so a reseeded decoder repeats its masks whatever the
 //! thread count.
@@ -32,6 +32,7 @@ use vnr_ops::nn::linear::{weight_norm_linear, WeightNormLinear};
 use vnr_ops::nn::norm::{layer_norm, LayerNorm};
 
 use crate::config::{parse_json, read_text};
+use crate::limits::{at_most, config_elements, elements, MAX_BLOCKS, MAX_CHANNELS};
 use crate::seeded::standard_normal;
 use crate::summary::Summary;
 use crate::ConfigError;
@@ -250,16 +251,18 @@ impl DeepSdfConfig {
         Ok(cfg)
     }
 
-    /// Widths `[latent + 3, dims…, 1]`.
+    /// Widths `[latent + 3, dims…, 1]` (`latent + 3` saturates for a `latent_size` that
+    /// [`Self::validate`] refuses).
     pub fn layer_widths(&self) -> Vec<usize> {
         let mut widths = Vec::with_capacity(self.dims.len() + 2);
-        widths.push(self.latent_size + 3);
+        widths.push(self.latent_size.saturating_add(3));
         widths.extend_from_slice(&self.dims);
         widths.push(1);
         widths
     }
 
-    /// `(in, out)` of each linear layer, with the re-injection and `xyz_in_all` reductions.
+    /// `(in, out)` of each linear layer, with the re-injection and `xyz_in_all` reductions; an
+    /// error when a layer leaves no outputs or its weight is too large to allocate.
     pub fn linear_shapes(&self) -> std::result::Result<Vec<(usize, usize)>, ConfigError> {
         let widths = self.layer_widths();
         let last = widths.len() - 2;
@@ -274,7 +277,11 @@ impl DeepSdfConfig {
                     0
                 };
                 match next.checked_sub(taken) {
-                    Some(out) if out > 0 => Ok((widths[layer], out)),
+                    Some(out) if out > 0 => {
+                        let what = format!("lin{layer} weight");
+                        config_elements("deepsdf", &what, &[out, widths[layer]])?;
+                        Ok((widths[layer], out))
+                    }
                     _ => Err(ConfigError::invalid(format!(
                         "deepsdf: layer {} is {next} wide, which leaves nothing after the {taken} concatenated inputs",
                         layer + 1
@@ -284,8 +291,23 @@ impl DeepSdfConfig {
             .collect()
     }
 
-    /// Checks widths, indices and the dropout probability.
+    /// Checks widths, indices and the dropout probability. `latent_size` and the hidden widths
+    /// are at most [`MAX_CHANNELS`], the hidden layers at most [`MAX_BLOCKS`].
     pub fn validate(&self) -> std::result::Result<(), ConfigError> {
+        // Caps first: they keep `latent + 3` and the weight sizes below from overflowing.
+        at_most(
+            "deepsdf: latent_size (CodeLength)",
+            self.latent_size,
+            MAX_CHANNELS,
+        )?;
+        at_most(
+            "deepsdf: the number of hidden layers",
+            self.dims.len(),
+            MAX_BLOCKS,
+        )?;
+        if let Some(&widest) = self.dims.iter().max() {
+            at_most("deepsdf: a hidden width", widest, MAX_CHANNELS)?;
+        }
         if self.dims.contains(&0) {
             return Err(ConfigError::invalid(
                 "deepsdf: hidden widths must be positive",
@@ -538,7 +560,8 @@ pub struct LatentCodes {
 
 impl LatentCodes {
     /// Fresh codes drawn from `rng` (DeepSDF: `CodeInitStdDev` 1, `CodeBound` 1) and stored
-    /// under `vb` as `weight`, or loaded from it when `vb` already holds them.
+    /// under `vb` as `weight`, or loaded from it when `vb` already holds them. A table of
+    /// more than [`MAX_ELEMENTS`](crate::limits::MAX_ELEMENTS) values is an error.
     pub fn new(
         num_codes: usize,
         latent_size: usize,
@@ -553,11 +576,16 @@ impl LatentCodes {
         if !(init_std.is_finite() && init_std >= 0.0) {
             bail!("latent codes: init_std {init_std} must be finite and non-negative");
         }
+        let count = elements(
+            "latent codes",
+            "table [num_codes, latent_size]",
+            &[num_codes, latent_size],
+        )?;
         let std = init_std / (latent_size as f64).sqrt();
         let fresh = !vb.contains_tensor("weight");
         let weight = vb.get_with_hints((num_codes, latent_size), "weight", Init::Const(0.0))?;
         if fresh {
-            let values: Vec<f32> = (0..num_codes * latent_size)
+            let values: Vec<f32> = (0..count)
                 .map(|_| (std * standard_normal(rng)) as f32)
                 .collect();
             let fresh = Tensor::from_vec(values, (num_codes, latent_size), weight.device())?

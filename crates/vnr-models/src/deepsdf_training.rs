@@ -46,6 +46,7 @@ use vnr_train::schedule::LrSchedule;
 use vnr_train::{Model, StepOutput, TrainConfig, TrainError};
 
 use crate::deepsdf::{DeepSdfConfig, DeepSdfDecoder, LatentCodes};
+use crate::limits::{elements, MAX_ITERATIONS, MAX_SAMPLES};
 use crate::seeded::seeded_var_builder;
 use crate::ConfigError;
 
@@ -143,7 +144,8 @@ impl AutoDecoderConfig {
         Ok(cfg)
     }
 
-    /// Checks the settings.
+    /// Checks the settings; `samples_per_scene` must be in `2..=`[`MAX_SAMPLES`] and a batch's
+    /// rows allocatable (see [`SceneDataset::new`]).
     pub fn validate(&self) -> Result<()> {
         self.decoder.validate()?;
         if !(self.clamping_distance.is_finite() && self.clamping_distance > 0.0) {
@@ -152,12 +154,12 @@ impl AutoDecoderConfig {
                 self.clamping_distance
             )));
         }
-        if self.samples_per_scene < 2 || self.scenes_per_batch == 0 {
-            return Err(DeepSdfError::Invalid(format!(
-                "SamplesPerScene ({}) must be at least 2 and ScenesPerBatch ({}) at least 1",
-                self.samples_per_scene, self.scenes_per_batch
-            )));
+        if self.scenes_per_batch == 0 {
+            return Err(DeepSdfError::Invalid(
+                "ScenesPerBatch must be at least 1".into(),
+            ));
         }
+        check_batch_rows(self.scenes_per_batch, self.samples_per_scene)?;
         if self
             .code_regularization
             .is_some_and(|l| !(l.is_finite() && l >= 0.0))
@@ -169,6 +171,23 @@ impl AutoDecoderConfig {
         }
         Ok(())
     }
+}
+
+/// Checks `SamplesPerScene` (`2..=`[`MAX_SAMPLES`]) and that a batch of `ScenesPerBatch ×
+/// SamplesPerScene` rows can be allocated, before an epoch draws them.
+fn check_batch_rows(scenes_per_batch: usize, samples_per_scene: usize) -> Result<()> {
+    if !(2..=MAX_SAMPLES).contains(&samples_per_scene) {
+        return Err(DeepSdfError::Invalid(format!(
+            "SamplesPerScene {samples_per_scene} must be in 2..={MAX_SAMPLES}"
+        )));
+    }
+    elements(
+        "batch",
+        "rows [ScenesPerBatch, SamplesPerScene, 4]",
+        &[scenes_per_batch, samples_per_scene, 4],
+    )
+    .map_err(|e| DeepSdfError::Invalid(e.to_string()))?;
+    Ok(())
 }
 
 /// One shape's SDF samples (rows `x, y, z, sdf` in its normalised space).
@@ -249,7 +268,8 @@ pub struct SceneDataset {
 }
 
 impl SceneDataset {
-    /// Scenes in code order; at least `scenes_per_batch` of them.
+    /// Scenes in code order; at least `scenes_per_batch` of them. `samples_per_scene` must be
+    /// in `2..=`[`MAX_SAMPLES`] and a batch's rows allocatable.
     pub fn new(
         scenes: Vec<SceneSamples>,
         scenes_per_batch: usize,
@@ -263,6 +283,7 @@ impl SceneDataset {
                 scenes.len()
             )));
         }
+        check_batch_rows(scenes_per_batch, samples_per_scene)?;
         Ok(Self {
             scenes,
             scenes_per_batch,
@@ -759,15 +780,19 @@ pub struct Reconstruction {
 
 /// Fits a code to `scene` with the decoder frozen (evaluation mode): Adam on
 /// `mean|clamp(f(z, x)) − clamp(s)| + l2_reg·mean(z²)`, as DeepSDF's `reconstruct`.
+/// `iterations` must be in `1..=`[`MAX_ITERATIONS`] and `samples` in `2..=`[`MAX_SAMPLES`].
 pub fn reconstruct_latent(
     decoder: &DeepSdfDecoder,
     scene: &SceneSamples,
     options: &ReconstructOptions,
 ) -> Result<Reconstruction> {
-    if options.iterations == 0 || options.samples < 2 {
-        return Err(DeepSdfError::Invalid(
-            "reconstruction needs at least 1 iteration and 2 samples".into(),
-        ));
+    if !(1..=MAX_ITERATIONS).contains(&options.iterations)
+        || !(2..=MAX_SAMPLES).contains(&options.samples)
+    {
+        return Err(DeepSdfError::Invalid(format!(
+            "reconstruction needs iterations in 1..={MAX_ITERATIONS} and samples in 2..={MAX_SAMPLES}, got {} and {}",
+            options.iterations, options.samples
+        )));
     }
     if !(options.lr.is_finite() && options.lr > 0.0 && options.decrease_by > 0.0) {
         return Err(DeepSdfError::Invalid(
@@ -803,8 +828,9 @@ pub fn reconstruct_latent(
     )?;
     let mut adam = Optimizer::new(OptimizerConfig::Adam(AdamConfig::default()), groups)?;
     let d = options.clamping_distance;
-    let mut losses = Vec::with_capacity(options.iterations);
-    let mut rows = Vec::with_capacity(options.samples);
+    // Grown as used, not reserved from the options.
+    let mut losses = Vec::new();
+    let mut rows = Vec::new();
     let half = options.samples / 2;
     for it in 0..options.iterations {
         adam.set_lr(0, schedule.lr_at(it as u64));

@@ -67,6 +67,8 @@ pub const SAMPLES_FILE: &str = "samples.json";
 pub const POSES_FIELD: &str = "poses";
 /// Largest voxel grid side a generator accepts (512³ bytes = 128 MiB of occupancy).
 pub const MAX_GRID: usize = 512;
+/// Most samples per chunk file a generator accepts (a chunk is buffered in memory).
+pub const MAX_SAMPLES_PER_CHUNK: usize = 1 << 20;
 /// Half the side of the cube every generated shape fits in.
 pub const SHAPE_EXTENT: f64 = 0.45;
 
@@ -415,9 +417,21 @@ impl RenderNetGenConfig {
                 self.voxel_size, self.resampled_size, self.image_size
             )));
         }
+        check_samples_per_chunk(self.samples_per_chunk)?;
         check_range("elevation_deg", self.elevation_deg, -360.0, 360.0)?;
         check_range("radius", self.radius, 0.5, 100.0)
     }
+}
+
+/// Refuses more than [`MAX_SAMPLES_PER_CHUNK`] samples per chunk (the poses of a chunk,
+/// `3 · samples_per_chunk` values, must not overflow either).
+fn check_samples_per_chunk(samples_per_chunk: usize) -> Result<()> {
+    if samples_per_chunk > MAX_SAMPLES_PER_CHUNK {
+        return Err(GenError::Config(format!(
+            "samples_per_chunk {samples_per_chunk} must be at most {MAX_SAMPLES_PER_CHUNK}"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that `[lo, hi]` is ordered, finite and within `[min, max]`.
@@ -450,11 +464,23 @@ pub fn pose_name(pose: &RenderNetPose) -> String {
     )
 }
 
-/// The generator of sample `index`'s shape or view: stream `2·index + view` of the seed.
-fn stream_rng(seed: u64, index: usize, view: bool) -> ChaCha8Rng {
+/// The generator of sample `index`'s shape or view: stream `2·index + view` of the seed. An
+/// index whose stream number overflows `u64` is an error (wrapping would reuse another
+/// sample's stream).
+fn stream_rng(seed: u64, index: usize, view: bool) -> Result<ChaCha8Rng> {
+    let stream = u64::try_from(index)
+        .ok()
+        .and_then(|i| i.checked_mul(2))
+        .and_then(|s| s.checked_add(u64::from(view)))
+        .ok_or_else(|| {
+            GenError::Config(format!(
+                "sample index {index} is too large for its random stream (at most {})",
+                (u64::MAX - 1) / 2
+            ))
+        })?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(2 * index as u64 + u64::from(view));
-    rng
+    rng.set_stream(stream);
+    Ok(rng)
 }
 
 /// The orthographic camera whose image is RenderNet's view of a `voxel_size³` grid over the
@@ -545,7 +571,7 @@ pub fn rendernet_shape(
     cfg: &RenderNetGenConfig,
     shape: usize,
 ) -> Result<(ShapeKind, Sdf, BinvoxGrid)> {
-    let (kind, sdf) = random_shape(&mut stream_rng(cfg.seed, shape, false));
+    let (kind, sdf) = random_shape(&mut stream_rng(cfg.seed, shape, false)?);
     let grid = voxelize_sdf(&sdf, cfg.voxel_size)?;
     Ok((kind, sdf, grid))
 }
@@ -557,7 +583,7 @@ pub fn rendernet_view(
     sdf: &Sdf,
     index: usize,
 ) -> Result<(RenderNetPose, ImageF32)> {
-    let mut rng = stream_rng(cfg.seed, index, true);
+    let mut rng = stream_rng(cfg.seed, index, true)?;
     let pose = RenderNetPose {
         azimuth_deg: f64::from(rng.random_range(0u16..360)),
         elevation_deg: draw(&mut rng, cfg.elevation_deg).round(),
@@ -673,7 +699,7 @@ pub fn write_rendernet(
         grid.write(shapes_dir.join(format!("shape_{shape:04}.binvox")))?;
         let voxels = grid.to_tensor(&Device::Cpu)?.unsqueeze(0)?;
         let first = shape * cfg.views_per_shape;
-        for i in first..(first + cfg.views_per_shape).min(cfg.count) {
+        for i in first..first.saturating_add(cfg.views_per_shape).min(cfg.count) {
             let (pose, image) = rendernet_view(cfg, &sdf, i)?;
             writer.push(&voxels, &image_chw(&image)?)?;
             poses.extend(pose.view_params().map(|v| v as f32));
@@ -849,6 +875,7 @@ impl ConvDeconvGenConfig {
                 self.grid_size, self.image_size
             )));
         }
+        check_samples_per_chunk(self.samples_per_chunk)?;
         check_range("distance", self.distance, 1e-3, 100.0)?;
         check_range("depth", self.depth, 1e-3, 1000.0)?;
         if !(self.fov_deg > 0.0 && self.fov_deg < 180.0 && self.elevation_deg.is_finite()) {
@@ -894,8 +921,8 @@ fn camera_space_grid(sdf: &Sdf, camera: &Camera, size: usize, [near, far]: [f64;
 /// Sample `index` of a ConvDeconv dataset.
 pub fn convdeconv_sample(cfg: &ConvDeconvGenConfig, index: usize) -> Result<ConvDeconvSample> {
     cfg.validate()?;
-    let (kind, sdf) = random_shape(&mut stream_rng(cfg.seed, index, false));
-    let mut rng = stream_rng(cfg.seed, index, true);
+    let (kind, sdf) = random_shape(&mut stream_rng(cfg.seed, index, false)?);
+    let mut rng = stream_rng(cfg.seed, index, true)?;
     let azimuth_deg = rng.random_range(0.0..360.0);
     let distance = draw(&mut rng, cfg.distance);
     let camera = Camera::orbit(

@@ -111,7 +111,8 @@ pub struct Conv {
 
 impl Conv {
     /// A convolution of spatial rank `kernel.len()` (2 or 3) with parameters under `vb`.
-    /// `stride` has one entry per kernel axis.
+    /// `stride` has one entry per kernel axis. A weight over
+    /// [`MAX_ELEMENTS`](crate::limits::MAX_ELEMENTS) is an error.
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -124,6 +125,7 @@ impl Conv {
         let (rank, stride3) = rank_and_stride3("conv", kernel, stride)?;
         let mut shape = vec![out_channels, in_channels];
         shape.extend_from_slice(kernel);
+        check_params("conv", &shape, out_channels)?;
         let weight = vb.get_with_hints(shape, spec.weight_name, spec.weight_init)?;
         let bias = vb.get_with_hints(out_channels, spec.bias_name, spec.bias_init)?;
         Ok(Self {
@@ -158,18 +160,38 @@ impl Conv {
                     ..Conv3dParams::default()
                 }
             }
-            Padding::TfSame => Conv3dParams::tf_same(input, kernel, self.stride, [1; 3]),
+            Padding::TfSame => {
+                // `tf_same` adds the kernel to the input side: refuse sides where that overflows.
+                if input
+                    .iter()
+                    .zip(&kernel)
+                    .any(|(i, k)| i.checked_add(*k).is_none())
+                {
+                    bail!("conv: input sides {input:?} are too large for the kernel {kernel:?}");
+                }
+                Conv3dParams::tf_same(input, kernel, self.stride, [1; 3])
+            }
         })
     }
 
-    /// The output dims for input dims `[B, C, (D,) H, W]`, without running the convolution.
+    /// The output dims for input dims `[B, C, (D,) H, W]`, without running the convolution;
+    /// an error when the padded input overflows.
     pub fn output_dims(&self, input: &[usize]) -> Result<Vec<usize>> {
         let spatial = spatial_dims("conv", self.rank, input)?;
         let p = self.params(spatial)?;
         let kernel = spatial_dims("conv weight", self.rank, self.weight.dims())?;
         let mut out = vec![input[0], self.weight.dim(0)?];
         for a in 3 - self.rank..3 {
-            let padded = spatial[a] + p.padding[a][0] + p.padding[a][1];
+            let [before, after] = p.padding[a];
+            let Some(padded) = spatial[a]
+                .checked_add(before)
+                .and_then(|n| n.checked_add(after))
+            else {
+                bail!(
+                    "conv: input {input:?} with padding {:?} is too large",
+                    p.padding
+                );
+            };
             if padded < kernel[a] {
                 bail!("conv: input {input:?} is smaller than the kernel {kernel:?}");
             }
@@ -242,6 +264,7 @@ pub struct ConvTranspose {
 
 impl ConvTranspose {
     /// A transposed convolution of spatial rank `kernel.len()` (2 or 3), parameters under `vb`.
+    /// A weight over [`MAX_ELEMENTS`](crate::limits::MAX_ELEMENTS) is an error.
     pub fn new(
         in_channels: usize,
         out_channels: usize,
@@ -254,6 +277,7 @@ impl ConvTranspose {
         let (rank, stride3) = rank_and_stride3("conv_transpose", kernel, stride)?;
         let mut shape = vec![in_channels, out_channels];
         shape.extend_from_slice(kernel);
+        check_params("conv_transpose", &shape, out_channels)?;
         let weight = vb.get_with_hints(shape, spec.weight_name, spec.weight_init)?;
         let bias = vb.get_with_hints(out_channels, spec.bias_name, spec.bias_init)?;
         Ok(Self {
@@ -275,20 +299,39 @@ impl ConvTranspose {
         self.weight.elem_count() + self.bias.elem_count()
     }
 
+    /// The full output `(in − 1)·stride + kernel` along axis `a` for an input side `input`, or
+    /// an error when it overflows.
+    fn full_extent(&self, a: usize, input: usize, kernel: usize) -> Result<usize> {
+        let stride = self.stride[a];
+        match (input.max(1) - 1)
+            .checked_mul(stride)
+            .and_then(|n| n.checked_add(kernel))
+        {
+            Some(full) => Ok(full),
+            None => Err(extent_overflow(input, stride)),
+        }
+    }
+
     /// Per axis of `[D, H, W]`: `[start, kept, zeros_after]` — the output is `kept` voxels of
     /// the full output `(in − 1)·stride + kernel` from `start`, then `zeros_after` zeros.
     fn placement(&self, input: [usize; 3]) -> Result<[[usize; 3]; 3]> {
         let kernel = spatial_dims("conv_transpose weight", self.rank, self.weight.dims())?;
         let mut placement = [[0, 1, 0]; 3];
         for a in 3 - self.rank..3 {
-            let full = (input[a].max(1) - 1) * self.stride[a] + kernel[a];
+            let full = self.full_extent(a, input[a], kernel[a])?;
             let (start, size) = match self.crop {
-                Crop::Symmetric(p) => (p, full.saturating_sub(2 * p)),
+                // `full − 2p` without forming `2p`, which overflows for huge crops.
+                Crop::Symmetric(p) => (p, full.saturating_sub(p).saturating_sub(p)),
                 Crop::TfSame => {
                     // The transpose of the SAME convolution from `in·stride` down to `in`:
                     // its leading padding is cropped; a stride larger than the kernel leaves
                     // positions no tap reaches, which TF fills with zeros (plus the bias).
-                    let target = input[a] * self.stride[a];
+                    let target = input[a]
+                        .checked_mul(self.stride[a])
+                        .filter(|t| t.checked_add(kernel[a]).is_some());
+                    let Some(target) = target else {
+                        return Err(extent_overflow(input[a], self.stride[a]));
+                    };
                     let mut size = [1; 3];
                     size[a] = target;
                     let mut k = [1; 3];
@@ -310,7 +353,8 @@ impl ConvTranspose {
         Ok(placement)
     }
 
-    /// The output dims for input dims `[B, C, (D,) H, W]`, without running the convolution.
+    /// The output dims for input dims `[B, C, (D,) H, W]`, without running the convolution;
+    /// an error when they overflow.
     pub fn output_dims(&self, input: &[usize]) -> Result<Vec<usize>> {
         let spatial = spatial_dims("conv_transpose", self.rank, input)?;
         let placement = self.placement(spatial)?;
@@ -334,7 +378,7 @@ impl ConvTranspose {
         // asymmetric remainder (TF "SAME" at stride 1) needs a strided view of its output.
         let mut padding = [0; 3];
         for a in 0..3 {
-            let full = (spatial[a].max(1) - 1) * self.stride[a] + kernel[a];
+            let full = self.full_extent(a, spatial[a], kernel[a])?;
             let [start, kept, _] = placement[a];
             padding[a] = start.min(full - start - kept);
         }
@@ -395,12 +439,16 @@ pub fn fold_into_channels(x: &Tensor, depth_axis: usize) -> Result<Tensor> {
         .reshape(dims)
 }
 
-/// The shape [`fold_into_channels`] gives for `dims` `[B, C, D, H, W]`.
+/// The shape [`fold_into_channels`] gives for `dims` `[B, C, D, H, W]`; an error when the
+/// folded channel count overflows.
 pub fn folded_dims(dims: &[usize], depth_axis: usize) -> Result<Vec<usize>> {
     if dims.len() != 5 || !(2..5).contains(&depth_axis) {
         bail!("fold_into_channels: expected [B, C, D, H, W] and a spatial axis, got {dims:?} and axis {depth_axis}");
     }
-    let mut out = vec![dims[0], dims[depth_axis] * dims[1]];
+    let Some(channels) = dims[depth_axis].checked_mul(dims[1]) else {
+        bail!("fold_into_channels: folding {dims:?} along axis {depth_axis} overflows");
+    };
+    let mut out = vec![dims[0], channels];
     out.extend((2..5).filter(|&a| a != depth_axis).map(|a| dims[a]));
     Ok(out)
 }
@@ -409,10 +457,29 @@ pub fn folded_dims(dims: &[usize], depth_axis: usize) -> Result<Vec<usize>> {
 /// (2D strides padded with a leading 1).
 fn rank_and_stride3(kind: &str, kernel: &[usize], stride: &[usize]) -> Result<(usize, [usize; 3])> {
     let rank = kernel.len();
-    if !(2..=3).contains(&rank) || stride.len() != rank || stride.contains(&0) {
+    if !(2..=3).contains(&rank)
+        || stride.len() != rank
+        || stride.contains(&0)
+        || kernel.contains(&0)
+    {
         bail!("{kind}: kernel {kernel:?} and stride {stride:?} must both have 2 or 3 positive entries");
     }
     let mut stride3 = [1; 3];
     stride3[3 - rank..].copy_from_slice(stride);
     Ok((rank, stride3))
+}
+
+/// Refuses a layer whose weight `shape` or bias `[out_channels]` is too large to allocate,
+/// before the `VarBuilder` tries.
+fn check_params(kind: &str, shape: &[usize], out_channels: usize) -> Result<()> {
+    crate::limits::elements(kind, "weight", shape)?;
+    crate::limits::elements(kind, "bias", &[out_channels])?;
+    Ok(())
+}
+
+/// The error of a transposed convolution whose output side overflows.
+fn extent_overflow(input: usize, stride: usize) -> candle_core::Error {
+    candle_core::Error::Msg(format!(
+        "conv_transpose: input side {input} at stride {stride} overflows the output size"
+    ))
 }

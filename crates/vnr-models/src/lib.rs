@@ -15,6 +15,7 @@
 //! | [`config`] | reading configurations: JSON of the config structs, DeepSDF `specs.json`, RenderNet config JSON |
 //! | [`seeded`] | seeded weight initialisation: a `VarBuilder` that draws each `Init` from a ChaCha8 generator |
 //! | [`layers`] | shared blocks: TF "SAME" convolutions, cropped transposed convolutions, a fused bias + LeakyReLU, seeded dropout |
+//! | [`limits`] | caps on the sizes configs and parameters choose, so bad values are errors |
 //!
 //! Every model takes a config (serde, `Default` = the reference configuration, plus named
 //! smaller presets), is built with `new(cfg, vb)` and runs as a candle `Module` or `ModuleT`
@@ -29,6 +30,7 @@ pub mod deepsdf;
 pub mod deepsdf_training;
 pub mod generated;
 pub mod layers;
+pub mod limits;
 pub mod nerf;
 pub mod nerf_train;
 pub mod rendernet;

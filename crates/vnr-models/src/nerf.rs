@@ -33,7 +33,12 @@ use vnr_ops::embedding::{harmonic_embedding, HarmonicEmbeddingParams};
 use vnr_render::field::{Field, FieldSamples};
 
 use crate::layers::torch_uniform;
+use crate::limits::{at_most, elements, MAX_CHANNELS};
 use crate::seeded::seeded_var_builder;
+
+/// Most harmonic frequencies of a [`NerfConfig`]: 1,024 (the tutorial uses 60; frequencies
+/// `omega_0 · 2^k` beyond `k ≈ 1024` are not finite in f64).
+pub const MAX_HARMONIC_FUNCTIONS: usize = 1024;
 
 /// What the density head's output means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -99,7 +104,9 @@ impl NerfConfig {
         self.embedding().get_output_dim(3)
     }
 
-    /// Refuses sizes that build no network and non-finite frequencies.
+    /// Refuses sizes that build no network, non-finite frequencies, more than
+    /// [`MAX_HARMONIC_FUNCTIONS`] frequencies or [`MAX_CHANNELS`] hidden neurons, and layers
+    /// too large to allocate.
     pub fn validate(&self) -> Result<()> {
         if self.n_harmonic_functions == 0 || self.n_hidden_neurons == 0 {
             bail!(
@@ -113,6 +120,22 @@ impl NerfConfig {
                 "NeRF config: omega_0 must be finite and > 0, got {}",
                 self.omega_0
             );
+        }
+        at_most(
+            "NeRF config: n_harmonic_functions",
+            self.n_harmonic_functions,
+            MAX_HARMONIC_FUNCTIONS,
+        )
+        .and_then(|_| {
+            at_most(
+                "NeRF config: n_hidden_neurons",
+                self.n_hidden_neurons,
+                MAX_CHANNELS,
+            )
+        })
+        .map_err(candle_core::Error::wrap)?;
+        for (name, in_dim, out_dim, _) in layer_specs(self)? {
+            elements("NeRF config", &format!("{name} weight"), &[out_dim, in_dim])?;
         }
         Ok(())
     }
@@ -236,8 +259,11 @@ const BETA: f64 = 10.0;
 /// Initial bias of the density head (the tutorial's `density_layer[0].bias.data[0] = -1.5`).
 const DENSITY_BIAS: f64 = -1.5;
 
-/// The linear layers: checkpoint name, `in`, `out` and the bias init when not the default.
-fn layer_specs(cfg: &NerfConfig) -> Result<[(&'static str, usize, usize, Option<f64>); 5]> {
+/// A linear layer: checkpoint name, `in`, `out` and the bias init when not the default.
+type LayerSpec = (&'static str, usize, usize, Option<f64>);
+
+/// The linear layers, in checkpoint order.
+fn layer_specs(cfg: &NerfConfig) -> Result<[LayerSpec; 5]> {
     let (e, h) = (cfg.embedding_dim()?, cfg.n_hidden_neurons);
     let Some(color_in) = h.checked_add(e) else {
         bail!("NeRF: {h} hidden neurons and a {e}-wide embedding are too many");

@@ -114,6 +114,40 @@ pub struct RaySettings {
     pub background: [f32; 3],
 }
 
+/// Most samples per ray of [`RaySettings`]: 65,536 (the tutorial uses 128).
+pub const MAX_SAMPLES_PER_RAY: usize = 1 << 16;
+
+impl RaySettings {
+    /// Checks `0 ≤ near < far`, `2 ≤ samples_per_ray ≤` [`MAX_SAMPLES_PER_RAY`],
+    /// `chunk_rays ≥ 1` and a background in `[0, 1]`.
+    pub fn validate(&self) -> Result<(), NerfError> {
+        let bad = |m: String| Err(NerfError::Config(m));
+        if !(self.near.is_finite()
+            && self.far.is_finite()
+            && 0.0 <= self.near
+            && self.near < self.far)
+        {
+            return bad(format!(
+                "need 0 <= near < far, got {} and {}",
+                self.near, self.far
+            ));
+        }
+        if !(2..=MAX_SAMPLES_PER_RAY).contains(&self.samples_per_ray) {
+            return bad(format!(
+                "samples_per_ray {} must be in 2..={MAX_SAMPLES_PER_RAY}",
+                self.samples_per_ray
+            ));
+        }
+        if self.chunk_rays == 0 {
+            return bad("chunk_rays must be at least 1".into());
+        }
+        if self.background.iter().any(|c| !(0.0..=1.0).contains(c)) {
+            return bad(format!("background {:?} is not in [0, 1]", self.background));
+        }
+        Ok(())
+    }
+}
+
 impl Default for RaySettings {
     /// The tutorial's: 128 samples between depths 0.1 and 3, stratified, black background.
     fn default() -> Self {
@@ -219,21 +253,9 @@ impl NerfTrainConfig {
     pub fn validate(&self) -> Result<(), NerfError> {
         let bad = |m: String| Err(NerfError::Config(m));
         self.model.validate()?;
-        let r = &self.rays;
-        if !(r.near.is_finite() && r.far.is_finite() && 0.0 <= r.near && r.near < r.far) {
-            return bad(format!(
-                "need 0 <= near < far, got {} and {}",
-                r.near, r.far
-            ));
-        }
-        if r.samples_per_ray < 2 || r.chunk_rays == 0 || self.rays_per_step == 0 {
-            return bad(format!(
-                "samples_per_ray ({}) must be >= 2, chunk_rays ({}) and rays_per_step ({}) >= 1",
-                r.samples_per_ray, r.chunk_rays, self.rays_per_step
-            ));
-        }
-        if r.background.iter().any(|c| !(0.0..=1.0).contains(c)) {
-            return bad(format!("background {:?} is not in [0, 1]", r.background));
+        self.rays.validate()?;
+        if self.rays_per_step == 0 {
+            return bad("rays_per_step must be at least 1".into());
         }
         if self.iterations == 0 {
             return bad("iterations must be at least 1".into());
@@ -406,7 +428,8 @@ pub struct NerfModel {
 }
 
 impl NerfModel {
-    /// A freshly initialised model (weights drawn from `seed`).
+    /// A freshly initialised model (weights drawn from `seed`); invalid `rays`
+    /// ([`RaySettings::validate`]) are an error.
     pub fn new(
         cfg: NerfConfig,
         rays: RaySettings,
@@ -414,6 +437,8 @@ impl NerfModel {
         silhouette_weight: f64,
         seed: u64,
     ) -> Result<Self, NerfError> {
+        // `bundle` divides by `samples_per_ray − 1` and `render_eval` steps by `chunk_rays`.
+        rays.validate()?;
         let vars = VarMap::new();
         let field = NeuralRadianceField::seeded(cfg, &vars, seed, &Device::Cpu)?;
         Ok(Self {

@@ -45,6 +45,7 @@ use crate::config::{parse_json, read_text};
 use crate::layers::{
     fold_into_channels, folded_dims, Conv, ConvTranspose, Crop, Padding, ParamSpec,
 };
+use crate::limits::{at_most, MAX_BLOCKS, MAX_CHANNELS, MAX_GRID_SIDE, MAX_IMAGE_SIDE};
 use crate::summary::Summary;
 use crate::ConfigError;
 
@@ -225,14 +226,18 @@ impl RenderNetConfig {
         self.resampled_size.div_ceil(2).div_ceil(2)
     }
 
-    /// Side of the output image.
+    /// Side of the output image; saturates for sizes that [`Self::validate`] refuses.
     pub fn output_size(&self) -> usize {
         self.deconv_strides
             .iter()
-            .fold(self.resampled_size.div_ceil(2), |size, s| size * s)
+            .fold(self.resampled_size.div_ceil(2), |size, s| {
+                size.saturating_mul(*s)
+            })
     }
 
-    /// Checks sizes, channels and `keep_prob`.
+    /// Checks sizes, channels and `keep_prob`. Channel counts are at most [`MAX_CHANNELS`],
+    /// `voxel_size` and `resampled_size` at most [`MAX_GRID_SIDE`], each stage's residual
+    /// blocks at most [`MAX_BLOCKS`] and the output image side at most [`MAX_IMAGE_SIDE`].
     pub fn validate(&self) -> std::result::Result<(), ConfigError> {
         let channels = self
             .conv3d_channels
@@ -244,10 +249,28 @@ impl RenderNetConfig {
                 &self.conv6_channels,
                 &self.out_channels,
             ]);
-        if channels.into_iter().any(|&c| c == 0) {
+        if channels.clone().any(|&c| c == 0) {
             return Err(ConfigError::invalid(
                 "rendernet: channel counts must be positive",
             ));
+        }
+        // Caps: with them the products below (folded projection channels `depth · C`, kernel
+        // fan-ins, the output side) cannot overflow, and the block loops are bounded.
+        for &c in channels {
+            at_most("rendernet: a channel count", c, MAX_CHANNELS)?;
+        }
+        at_most("rendernet: voxel_size", self.voxel_size, MAX_GRID_SIDE)?;
+        at_most(
+            "rendernet: resampled_size",
+            self.resampled_size,
+            MAX_GRID_SIDE,
+        )?;
+        for (name, blocks) in [
+            ("rendernet: res3d_blocks", self.res3d_blocks),
+            ("rendernet: res2d_blocks", self.res2d_blocks),
+            ("rendernet: res_mid_blocks", self.res_mid_blocks),
+        ] {
+            at_most(name, blocks, MAX_BLOCKS)?;
         }
         if self.deconv_strides.contains(&0) {
             return Err(ConfigError::invalid(
@@ -265,7 +288,15 @@ impl RenderNetConfig {
                 self.keep_prob
             )));
         }
-        Ok(())
+        at_most(
+            &format!(
+                "rendernet: the output image side (deconv_strides {:?})",
+                self.deconv_strides
+            ),
+            self.output_size(),
+            MAX_IMAGE_SIDE,
+        )
+        .map(|_| ())
     }
 }
 
@@ -514,7 +545,9 @@ pub struct RenderNet {
 }
 
 impl RenderNet {
-    /// Builds the network with the original's variable names (see the module docs).
+    /// Builds the network with the original's variable names (see the module docs). An
+    /// invalid config ([`RenderNetConfig::validate`]) or a weight too large to allocate is an
+    /// error.
     pub fn new(cfg: RenderNetConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate().map_err(candle_core::Error::wrap)?;
         let vb = vb.pp("encoder");
@@ -531,6 +564,7 @@ impl RenderNet {
             })?,
         ];
         let res1 = ResStage::new("res1", c3, cfg.res3d_blocks, 3, &vb)?;
+        // `validate` caps the depth and `c3`, so this cannot overflow.
         let folded = cfg.projection_depth() * c3;
         let p = cfg.projection_channels;
         let projection = ActivatedConv::new("e_conv4", p, &vb, |v| {

@@ -75,13 +75,18 @@ impl RenderNetModel {
     /// A freshly initialised network on `device`, its weights drawn from `seed` (the original's
     /// Xavier kernels and constant biases, see [`crate::seeded`]); `patch`: the voxel crop side
     /// for training (`None`: whole images). The patch must be even, at most the resampled
-    /// size, and the image must be a whole multiple of the resampled grid.
+    /// size, and the image must be a whole multiple of the resampled grid. An invalid `cfg`
+    /// ([`RenderNetConfig::validate`]) is a [`TrainError::Config`].
     pub fn new(
         cfg: RenderNetConfig,
         patch: Option<usize>,
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
+        // Validated before any size is derived from it (`output_size` of a bad config is
+        // meaningless).
+        cfg.validate()
+            .map_err(|e| TrainError::Config(e.to_string()))?;
         let (n, r) = (cfg.resampled_size, cfg.output_size());
         if let Some(p) = patch {
             if p == 0 || p % 2 != 0 || p > n {
@@ -293,15 +298,25 @@ impl Default for Experiment {
 }
 
 impl Experiment {
-    /// The dataset generator's settings (sizes from the model).
-    pub fn gen_config(&self) -> RenderNetGenConfig {
-        RenderNetGenConfig {
-            count: self.shapes * self.views_per_shape,
+    /// The dataset generator's settings (sizes from the model); an error when `shapes ×
+    /// views_per_shape` overflows.
+    pub fn gen_config(&self) -> std::result::Result<RenderNetGenConfig, GenError> {
+        let count = self
+            .shapes
+            .checked_mul(self.views_per_shape)
+            .ok_or_else(|| {
+                GenError::Config(format!(
+                    "{} shapes × {} views per shape is too many samples",
+                    self.shapes, self.views_per_shape
+                ))
+            })?;
+        Ok(RenderNetGenConfig {
+            count,
             views_per_shape: self.views_per_shape,
             samples_per_chunk: self.samples_per_chunk,
             seed: self.seed,
             ..RenderNetGenConfig::for_model(&self.model)
-        }
+        })
     }
 
     /// Generates the dataset into `dir` (`progress`: samples done) and opens it with the last
@@ -311,7 +326,7 @@ impl Experiment {
         dir: &Path,
         progress: impl FnMut(usize),
     ) -> std::result::Result<ChunkedDataset, ExperimentError> {
-        let gen = self.gen_config();
+        let gen = self.gen_config()?;
         if gen.count <= gen.samples_per_chunk {
             return Err(GenError::Config(format!(
                 "{} samples in chunks of {} leave nothing to train on beside the held-out chunk",
@@ -392,10 +407,13 @@ pub fn mean_image_baseline(data: &ChunkedDataset) -> Result<f64> {
     Ok(total / images as f64)
 }
 
+/// Most frames of a [`turntable`]: one per tenth of a degree.
+pub const MAX_TURNTABLE_FRAMES: usize = 3600;
+
 /// A turntable of shape `shape` of the dataset `gen` (see [`rendernet_shape`]; pass
 /// [`Experiment::unseen_shape`] for one the model never saw): `frames` views at evenly spaced
 /// azimuths, each the reference render beside the model's prediction (`[R, 2R, C]`,
-/// reference | neural).
+/// reference | neural). More than [`MAX_TURNTABLE_FRAMES`] frames is an error.
 pub fn turntable(
     model: &RenderNetModel,
     gen: &RenderNetGenConfig,
@@ -404,6 +422,12 @@ pub fn turntable(
     elevation_deg: f64,
     radius: f64,
 ) -> std::result::Result<Vec<ImageF32>, ExperimentError> {
+    if frames > MAX_TURNTABLE_FRAMES {
+        return Err(GenError::Config(format!(
+            "turntable: frames {frames} must be at most {MAX_TURNTABLE_FRAMES}"
+        ))
+        .into());
+    }
     let (_, sdf, grid) = rendernet_shape(gen, shape)?;
     let voxels = (|| -> crate::generated::Result<Tensor> {
         Ok(grid.to_tensor(&Device::Cpu)?.unsqueeze(0)?.unsqueeze(0)?)
@@ -500,7 +524,7 @@ mod tests {
     #[test]
     fn turntable_frames_put_the_reference_render_beside_the_prediction() {
         let experiment = tiny();
-        let gen = experiment.gen_config();
+        let gen = experiment.gen_config().unwrap();
         let model = experiment.model().unwrap();
         let frames = turntable(&model, &gen, experiment.unseen_shape(), 2, 105.0, 3.5).unwrap();
         assert_eq!(frames.len(), 2);

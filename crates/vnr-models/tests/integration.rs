@@ -5,6 +5,7 @@ mod convdeconv;
 mod deepsdf;
 mod deepsdf_training;
 mod generated;
+mod huge_sizes;
 mod nerf;
 mod rendernet;
 mod summary;
