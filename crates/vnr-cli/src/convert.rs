@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
 use vnr_formats::binvox::BinvoxGrid;
 use vnr_formats::detect::Format;
@@ -14,6 +14,7 @@ use vnr_formats::npz::{read_npy, write_npy, write_npz, NpyArray, NpzReader};
 use vnr_formats::vdb::{read_vdb, AnyGrid, GridClass as VdbClass};
 use vnr_geom::marching_cubes::{
     marching_cubes, marching_cubes_vdb, pad_grid, DenseField, Inside, MarchingCubesConfig,
+    MAX_GRID_VOXELS,
 };
 use vnr_geom::voxelize::{voxelize, Fill, VoxelFrame};
 
@@ -42,7 +43,7 @@ pub struct ConvertArgs {
     /// Level sets from dense arrays: the narrow band's half width in world units (default: 3 voxels).
     #[arg(long)]
     pub background: Option<f32>,
-    /// Refuse to densify a sparse grid of more voxels than this.
+    /// Refuse to densify a sparse grid of more voxels than this (at most 2^34).
     #[arg(long, default_value_t = 1 << 28)]
     pub max_voxels: u64,
     /// Compress the output (npz: deflate; vdb: zip).
@@ -103,6 +104,13 @@ fn is_mesh(format: Format) -> bool {
 
 /// Runs the conversion, refusing pairs it cannot convert before reading anything.
 pub fn run(args: &ConvertArgs) -> Result<()> {
+    // The dense copy is allocated whole (and padded for meshing), so the flag gets the cap the
+    // grid code puts on the grids it builds.
+    ensure!(
+        args.max_voxels <= MAX_GRID_VOXELS,
+        "--max-voxels {} must be at most {MAX_GRID_VOXELS}",
+        args.max_voxels
+    );
     let input = Format::detect(&args.input)
         .with_context(|| format!("reading {}", args.input.display()))?
         .with_context(|| format!("{}: unrecognised input format", args.input.display()))?;
@@ -176,7 +184,8 @@ fn mesh_to_grid(args: &ConvertArgs, output: Format) -> Result<()> {
         // binvox's frame touches the mesh: room for the narrow band outside it, so the level
         // set's inside never reaches the grid's border.
         let band = args.background.unwrap_or(3.0 * grid.voxel_size as f32);
-        let layers = (f64::from(band) / grid.voxel_size).ceil() as usize + 1;
+        // Saturating: a huge --background must reach pad_grid's size check, not overflow here.
+        let layers = ((f64::from(band) / grid.voxel_size).ceil() as usize).saturating_add(1);
         let (values, dims) = pad_grid(&grid.values, grid.dims, layers, 0.0)?;
         grid = DenseGrid {
             dims,

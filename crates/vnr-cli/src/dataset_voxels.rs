@@ -102,11 +102,22 @@ fn generate(
 
 /// Runs `vnr dataset gen rendernet`.
 pub fn rendernet(args: &RenderNetArgs) -> Result<()> {
+    // The default only when it is used, and checked: a huge --voxels must reach the config's
+    // range check, not overflow here.
+    let resampled_size = match args.resampled {
+        Some(size) => size,
+        None => args.voxels.checked_mul(2).with_context(|| {
+            format!(
+                "--voxels {} is too large (the default --resampled is twice it)",
+                args.voxels
+            )
+        })?,
+    };
     let config = RenderNetGenConfig {
         count: args.count,
         views_per_shape: args.views,
         voxel_size: args.voxels,
-        resampled_size: args.resampled.unwrap_or(2 * args.voxels),
+        resampled_size,
         image_size: args.res,
         target: if args.normals {
             RenderNetTarget::Normal

@@ -101,7 +101,9 @@ fn clear_previous(dir: &Path) -> Result<()> {
 pub fn run(args: &DemoArgs) -> Result<()> {
     let start = Instant::now();
     let experiment = experiment(args);
-    let gen = experiment.gen_config();
+    let gen = experiment
+        .gen_config()
+        .context("configuring the generated dataset")?;
     let out = &args.out;
     clear_previous(out)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;

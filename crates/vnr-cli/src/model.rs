@@ -103,7 +103,10 @@ pub fn summarize(args: &SummaryArgs) -> anyhow::Result<Summary> {
             None => 1,
             Some([b, 1, s, h, w]) if s == h && h == w => {
                 cfg.voxel_size = *s;
-                cfg.resampled_size = 2 * s;
+                // Checked: the side comes straight from the command line.
+                cfg.resampled_size = s.checked_mul(2).with_context(|| {
+                    format!("--input-size side {s} is too large (the resampled grid is twice it)")
+                })?;
                 *b
             }
             Some(other) => {

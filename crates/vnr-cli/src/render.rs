@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use vnr_formats::image::{write_gif, GifRepeat, ImageF32};
+use vnr_models::rendernet_train::MAX_TURNTABLE_FRAMES;
 use vnr_render::reference::{
     load_object, render, to_grey, Camera, DenseMode, Frame, Ground, Light, LoadOptions, Material,
     Outputs, Phong, Projection, Scene, Vec3,
@@ -189,10 +190,10 @@ fn check_out(args: &RenderArgs) -> Result<()> {
     if !has_extension(out, wanted) {
         bail!("{}: {what} is written as .{wanted}", out.display());
     }
-    if args.size == 0 || (args.turntable.rotate && args.turntable.frames == 0) {
-        bail!("--size and --frames must be at least 1");
+    if args.size == 0 {
+        bail!("--size must be at least 1");
     }
-    Ok(())
+    args.turntable.check()
 }
 
 /// The scene the arguments describe.
@@ -295,7 +296,7 @@ pub struct TurntableArgs {
     /// Render a turntable (an animated GIF) instead of one image.
     #[arg(long)]
     pub rotate: bool,
-    /// Turntable frames.
+    /// Turntable frames (1 to 3600).
     #[arg(long, default_value_t = 36)]
     pub frames: usize,
     /// Hundredths of a second per turntable frame.
@@ -304,20 +305,52 @@ pub struct TurntableArgs {
 }
 
 impl TurntableArgs {
+    /// With `--rotate`, `--frames` must be in `1..=`[`MAX_TURNTABLE_FRAMES`].
+    pub fn check(&self) -> Result<()> {
+        if self.rotate && !(1..=MAX_TURNTABLE_FRAMES).contains(&self.frames) {
+            bail!(
+                "--frames {} must be in 1..={MAX_TURNTABLE_FRAMES}",
+                self.frames
+            );
+        }
+        Ok(())
+    }
+
     /// Renders `frames` frames at azimuth `azimuth + i · 360 / frames` degrees and writes them to
-    /// `out` as a looping GIF.
+    /// `out` as a looping GIF, one frame in memory at a time. `--frames` out of range
+    /// ([`TurntableArgs::check`]) is an error before anything is rendered; so is a frame that
+    /// fails, and then no file is written.
     pub fn write_gif(
         &self,
         out: &std::path::Path,
         azimuth: f64,
         mut frame: impl FnMut(f64) -> Result<ImageF32>,
     ) -> Result<()> {
+        self.check()?;
         let step = 360.0 / self.frames as f64;
-        let frames = (0..self.frames)
-            .map(|i| frame(azimuth + i as f64 * step))
-            .collect::<Result<Vec<_>>>()?;
-        write_gif(out, &frames, self.delay, GifRepeat::Infinite)
-            .with_context(|| format!("writing {}", out.display()))
+        let mut failure = None;
+        // Frames go to the encoder as they are rendered. A failed one becomes an empty image,
+        // which write_gif rejects, abandoning its atomic write, so no partial GIF is left;
+        // the render error is then the one reported.
+        let frames = (0..self.frames).map_while(|i| {
+            if failure.is_some() {
+                return None;
+            }
+            Some(frame(azimuth + i as f64 * step).unwrap_or_else(|e| {
+                failure = Some(e);
+                ImageF32 {
+                    width: 0,
+                    height: 0,
+                    channels: 0,
+                    data: Vec::new(),
+                }
+            }))
+        });
+        let written = write_gif(out, frames, self.delay, GifRepeat::Infinite);
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        written.with_context(|| format!("writing {}", out.display()))
     }
 }
 

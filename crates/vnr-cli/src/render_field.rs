@@ -64,11 +64,7 @@ pub fn run(args: &RenderFieldArgs) -> Result<()> {
         "--size {} must be in 1..=4096",
         args.size
     );
-    anyhow::ensure!(
-        !args.turntable.rotate || (1..=3600).contains(&args.turntable.frames),
-        "--frames {} must be in 1..=3600",
-        args.turntable.frames
-    );
+    args.turntable.check()?;
     let grid = PlenoxelGrid::read(&args.checkpoint)
         .with_context(|| format!("reading {}", args.checkpoint.display()))?;
     let opts = RenderOptions {

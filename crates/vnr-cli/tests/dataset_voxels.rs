@@ -146,3 +146,36 @@ fn gen_convdeconv_writes_voxelneuralrender_chunks_and_refuses_bad_input() {
     assert_eq!(empty.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&empty.stderr).contains("count"));
 }
+
+#[test]
+fn huge_voxel_sides_exit_2_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rn");
+    let gen = |extra: &[&str]| {
+        let mut args = vec![
+            "dataset",
+            "gen",
+            "rendernet",
+            "--out",
+            path_str(&out),
+            "--count",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        vnr(&args)
+    };
+    // Twice the side (the default --resampled) overflows: an error naming the flag.
+    for voxels in ["9223372036854775808", "18446744073709551615"] {
+        let run = gen(&["--voxels", voxels]);
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{err}");
+        assert!(err.contains("--voxels"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // With --resampled given, the side reaches the generator's own range check.
+    let run = gen(&["--voxels", "18446744073709551615", "--resampled", "8"]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

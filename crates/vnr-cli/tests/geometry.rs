@@ -304,3 +304,81 @@ fn eval_chamfer_reports_deepsdf_metrics() {
     assert!(report.contains("normal consistency: n/a"), "{report}");
     assert!(metric(&report, "hausdorff") < 0.1, "{report}");
 }
+
+/// Runs `vnr ARGS`, asserting exit status 2 with an error (no panic) that mentions `needle`.
+fn assert_refused(args: &[&dyn AsRef<std::ffi::OsStr>], needle: &str) {
+    let out = vnr(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn huge_sizes_exit_2_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let cube = dir.path().join("cube.obj");
+    vnr_geom::procedural::cuboid_mesh([0.5; 3])
+        .write_obj(&cube)
+        .unwrap();
+    let max = usize::MAX.to_string();
+    assert_refused(
+        &[&"eval", &"chamfer", &cube, &cube, &"--samples", &max],
+        "samples",
+    );
+    let out = dir.path().join("samples");
+    assert_refused(
+        &[&"sdf", &"sample", &cube, &"--out", &out, &"--count", &max],
+        "sample count",
+    );
+    // A level set around a mesh with a band of 10³⁰: the padding is refused.
+    assert_refused(
+        &[
+            &"convert",
+            &cube,
+            &dir.path().join("cube.npz"),
+            &"--class",
+            &"level-set",
+            &"--background",
+            &"1e30",
+            &"--resolution",
+            &"8",
+        ],
+        "would hold more than",
+    );
+
+    // Two voxels 2²¹ apart: densifying them would take 2⁶³ voxels.
+    let far = (1 << 21) - 1;
+    let tree =
+        vnr_formats::vdb::Tree::from_active_voxels(0.0f32, [([0, 0, 0], 1.0), ([far; 3], 1.0)]);
+    let grid = vnr_formats::vdb::Grid::new(
+        "density",
+        GridClass::FogVolume,
+        vnr_formats::vdb::Transform::uniform_scale(1.0).unwrap(),
+        tree,
+    );
+    let vdb = dir.path().join("far.vdb");
+    vnr_formats::vdb::write_vdb(&vdb, &[&grid], Default::default()).unwrap();
+    let npz = dir.path().join("far.npz");
+    assert_refused(
+        &[
+            &"convert",
+            &vdb,
+            &npz,
+            &"--max-voxels",
+            &u64::MAX.to_string(),
+        ],
+        "--max-voxels",
+    );
+    assert_refused(
+        &[
+            &"convert",
+            &vdb,
+            &npz,
+            &"--max-voxels",
+            &(1u64 << 34).to_string(),
+        ],
+        "exceeds the limit",
+    );
+}

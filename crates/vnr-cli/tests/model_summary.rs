@@ -172,3 +172,14 @@ fn command_line_parses_and_runs() {
         "NAME is required"
     );
 }
+
+#[test]
+fn huge_input_sizes_exit_2_without_panicking() {
+    let max = usize::MAX.to_string();
+    let size = format!("1,1,{max},{max},{max}");
+    let run = crate::support::vnr(&["model", "summary", "rendernet", "--input-size", &size]);
+    let err = crate::support::stderr(&run);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("--input-size"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

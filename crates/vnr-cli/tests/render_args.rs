@@ -114,6 +114,43 @@ fn rotate_writes_a_turntable_gif() {
 }
 
 #[test]
+fn huge_turntables_are_errors_not_unbounded_frame_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let gif = dir.path().join("turn.gif");
+    for frames in ["3601", "18446744073709551615", "0"] {
+        let err = render_to("sdf:sphere", &gif, 8, &["--rotate", "--frames", frames])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--frames"), "{err}");
+    }
+    assert!(!gif.exists());
+}
+
+#[test]
+fn a_failed_turntable_frame_leaves_no_gif() {
+    let dir = tempfile::tempdir().unwrap();
+    let gif = dir.path().join("turn.gif");
+    let turntable = render::TurntableArgs {
+        rotate: true,
+        frames: 4,
+        delay: 10,
+    };
+    // Frames are streamed to the encoder; the third fails after two were written.
+    let err = turntable
+        .write_gif(&gif, 0.0, |azimuth| {
+            anyhow::ensure!(azimuth < 180.0, "frame at {azimuth} failed");
+            Ok(ImageF32::zeros(4, 4, 1)?)
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("frame at 180 failed"), "{err}");
+    assert!(!gif.exists());
+    turntable
+        .write_gif(&gif, 0.0, |_| Ok(ImageF32::zeros(4, 4, 1)?))
+        .unwrap();
+    assert_eq!(read_gif(&gif).unwrap().count(), 4);
+}
+
+#[test]
 fn binvox_and_npz_grids_render() {
     let dir = tempfile::tempdir().unwrap();
     // A ball of radius 6 voxels in a 16³ grid: each voxel's distance from the grid's centre.

@@ -175,13 +175,19 @@ pub enum ValidationSplit {
     Chunks(usize),
 }
 
+/// Most decoded chunks [`DatasetConfig::max_decoded_chunks`] may allow: far more than a
+/// shuffle pool needs, and small enough for the decode channel's slots to be preallocated.
+pub const MAX_DECODED_CHUNKS: usize = 1024;
+
 /// Streaming options. `Default`: batch 32, `M` = 2 decoded chunks, shuffled, seed 0, no
 /// validation split, last partial batch kept, CPU, `F32`.
 #[derive(Debug, Clone)]
 pub struct DatasetConfig {
     /// Samples per batch (the last batch may be smaller unless `drop_last`).
     pub batch_size: usize,
-    /// Most decoded chunks alive at once, including the one being decoded (at least 1).
+    /// Most decoded chunks alive at once, including the one being decoded (1 to
+    /// [`MAX_DECODED_CHUNKS`]; [`ChunkedDataset::open`] refuses others with
+    /// [`DatasetError::Config`]).
     pub max_decoded_chunks: usize,
     /// Shuffle chunk order and samples each training epoch (see the module docs).
     pub shuffle: bool,
@@ -329,16 +335,20 @@ pub struct ChunkedDataset {
 
 impl ChunkedDataset {
     /// Opens `dir`: the manifest layout if `dataset.json` exists, else VoxelNeuralRender pairs.
-    /// Reads every chunk's array headers (not the data) and checks them.
+    /// Reads every chunk's array headers (not the data) and checks them. A `batch_size` of 0 or
+    /// a `max_decoded_chunks` outside `1..=`[`MAX_DECODED_CHUNKS`] is [`DatasetError::Config`].
     pub fn open(dir: impl AsRef<Path>, config: DatasetConfig) -> Result<Self> {
         let dir = dir.as_ref().to_owned();
         if config.batch_size == 0 {
             return Err(DatasetError::Config("batch_size must be at least 1".into()));
         }
-        if config.max_decoded_chunks == 0 {
-            return Err(DatasetError::Config(
-                "max_decoded_chunks must be at least 1".into(),
-            ));
+        // The decode channel preallocates `max_decoded_chunks` slots, so the bound is checked
+        // here rather than met as an allocation failure in `epoch`.
+        if !(1..=MAX_DECODED_CHUNKS).contains(&config.max_decoded_chunks) {
+            return Err(DatasetError::Config(format!(
+                "max_decoded_chunks {} must be in 1..={MAX_DECODED_CHUNKS}",
+                config.max_decoded_chunks
+            )));
         }
         let manifest = dir.join(MANIFEST_FILE);
         let (fields, chunks) = if manifest.is_file() {

@@ -138,8 +138,13 @@ impl ImageF32 {
         Ok(image)
     }
 
-    /// An all-zero (black) image.
+    /// An all-zero (black) image. Unsupported channels, an empty size or one above
+    /// [`MAX_PIXELS`] are errors, checked before allocating.
     pub fn zeros(width: usize, height: usize, channels: usize) -> Result<Self, ImageError> {
+        if channels != 1 && channels != 3 {
+            return Err(ImageError::UnsupportedChannels(channels));
+        }
+        check_pixel_count(width, height)?;
         let len = sample_count(width, height, channels)?;
         Self::new(width, height, channels, vec![0.0; len])
     }
@@ -549,7 +554,10 @@ fn sample_count(width: usize, height: usize, channels: usize) -> Result<usize, I
         })
 }
 
-fn check_pixel_count(width: usize, height: usize) -> Result<(), ImageError> {
+/// Checks that a `width × height` image is not empty and has at most [`MAX_PIXELS`] pixels
+/// ([`ImageError::Empty`], [`ImageError::TooLarge`]): the check to make before allocating an
+/// image whose size comes from outside.
+pub fn check_pixel_count(width: usize, height: usize) -> Result<(), ImageError> {
     if width == 0 || height == 0 {
         return Err(ImageError::Empty { width, height });
     }

@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use vnr_formats::dataset::{
     ChunkLayout, ChunkWriter, ChunkedDataset, DatasetConfig, DatasetError, SampleId,
-    ValidationSplit,
+    ValidationSplit, MAX_DECODED_CHUNKS,
 };
 use vnr_formats::npz::{write_npz, NpyArray, NpyData, NpzError};
 
@@ -222,6 +222,22 @@ fn validation_split_is_by_chunk_disjoint_and_seeded() {
         ChunkedDataset::open(dir.path(), too_many),
         Err(DatasetError::Config(_))
     ));
+}
+
+#[test]
+fn huge_decoded_chunk_bounds_are_config_errors_not_overflows() {
+    let dir = tempfile::tempdir().unwrap();
+    write_dataset(dir.path(), ChunkLayout::VoxelNeuralRender, false);
+    for max_chunks in [usize::MAX, 1 << 40, MAX_DECODED_CHUNKS + 1] {
+        match ChunkedDataset::open(dir.path(), config(4, max_chunks, 0)) {
+            Err(DatasetError::Config(message)) => {
+                assert!(message.contains("max_decoded_chunks"), "{message}")
+            }
+            other => panic!("max_decoded_chunks {max_chunks}: {other:?}"),
+        }
+    }
+    let ds = ChunkedDataset::open(dir.path(), config(4, MAX_DECODED_CHUNKS, 0)).unwrap();
+    assert_eq!(collect_epoch(&ds, 0).len(), CHUNKS * PER_CHUNK);
 }
 
 #[test]

@@ -318,6 +318,27 @@ fn tensor_layout_is_chw() {
 }
 
 #[test]
+fn huge_zero_images_are_errors_not_overflows() {
+    assert!(matches!(
+        ImageF32::zeros(1, 1, usize::MAX),
+        Err(ImageError::UnsupportedChannels(usize::MAX))
+    ));
+    for (width, height) in [(1 << 20, 1 << 20), (usize::MAX, usize::MAX), (1 << 40, 1)] {
+        assert!(
+            matches!(
+                ImageF32::zeros(width, height, 1),
+                Err(ImageError::TooLarge { .. })
+            ),
+            "{width}×{height}"
+        );
+    }
+    assert!(matches!(
+        ImageF32::zeros(0, 1, 3),
+        Err(ImageError::Empty { .. })
+    ));
+}
+
+#[test]
 fn image_shape_checks() {
     assert!(matches!(
         ImageF32::new(2, 2, 3, vec![0.0; 11]),

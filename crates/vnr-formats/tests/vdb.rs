@@ -311,3 +311,58 @@ fn active_bbox_and_count_match_brute_force() {
     assert_eq!(tree.active_bbox(), Some(BBox::new(lo, hi)));
     assert!(unique.iter().all(|v| tree.is_active(*v)));
 }
+
+#[test]
+fn dense_samples_past_i32_coordinates_are_errors_not_overflows() {
+    let values = [1.0f32, 2.0];
+    let transform = Transform::uniform_scale(1.0).unwrap();
+    let past_max = DenseSamples {
+        values: &values,
+        dims: [2, 1, 1],
+        origin: [i32::MAX, 0, 0],
+    };
+    assert!(matches!(
+        Grid::fog_from_dense("f", past_max, transform.clone(), 0.0),
+        Err(VdbError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        Grid::level_set_from_dense("s", past_max, transform.clone(), 3.0),
+        Err(VdbError::InvalidInput(_))
+    ));
+    // The last sample exactly at i32::MAX is fine.
+    let at_max = DenseSamples {
+        values: &values[..1],
+        dims: [1, 1, 1],
+        origin: [i32::MAX, i32::MAX, i32::MAX],
+    };
+    let grid = Grid::fog_from_dense("f", at_max, transform, 0.0).unwrap();
+    assert_eq!(grid.get([i32::MAX; 3]), 1.0);
+}
+
+#[test]
+fn unbounded_dense_limits_are_errors_not_overflows() {
+    // Two voxels 2²¹ apart: 2⁶³ voxels between them, more bytes than one allocation holds.
+    let far = (1 << 21) - 1;
+    let tree = Tree::from_active_voxels(0.0f32, [([0, 0, 0], 1.0), ([far; 3], 2.0)]);
+    let bbox = tree.active_bbox().unwrap();
+    let unbounded = DenseLimit {
+        max_voxels: u64::MAX,
+    };
+    assert!(matches!(
+        tree.to_dense(bbox, unbounded),
+        Err(VdbError::DenseTooLarge { .. })
+    ));
+    let grid = Grid::new(
+        "f",
+        GridClass::FogVolume,
+        Transform::uniform_scale(1.0).unwrap(),
+        tree,
+    );
+    assert!(matches!(
+        grid.to_dense(bbox, unbounded),
+        Err(VdbError::DenseTooLarge { .. })
+    ));
+    // A box that fits is still copied under the unbounded limit.
+    let small = BBox::new([0; 3], [1; 3]);
+    assert_eq!(grid.to_dense(small, unbounded).unwrap().len(), 8);
+}

@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
-    let big = torus_mesh(1.0, 0.3, 1000, 500);
+    let big = torus_mesh(1.0, 0.3, 1000, 500).unwrap();
     group.bench_function("torus_1m_triangles_deepsdf_500k", |b| {
         b.iter(|| {
             let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -204,7 +204,7 @@ fn once(filter: &str) {
     // Start the peak over (Linux: writing 5 to clear_refs resets VmHWM), so the torus's own
     // peak shows.
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
-    let big = torus_mesh(1.0, 0.3, 1000, 500);
+    let big = torus_mesh(1.0, 0.3, 1000, 500).unwrap();
     report("torus_1m_triangles_deepsdf", 500_000, &mut || {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         black_box(sample_sdf(&big, &SamplingOptions::default(), &mut rng).expect("samples"));

@@ -59,6 +59,16 @@ pub enum GeometryError {
     /// More triangles than the `u32` triangle ids can address.
     #[error("{0} triangles exceed the u32 triangle ids")]
     TooManyTriangles(usize),
+    /// A size option is above its limit (refused before anything of that size is allocated).
+    #[error("{name} {value} is above the limit of {max}")]
+    OptionTooLarge {
+        /// The option, e.g. `virtual scan views`.
+        name: &'static str,
+        /// The value asked for.
+        value: u64,
+        /// The largest value allowed.
+        max: u64,
+    },
 }
 
 /// An axis-aligned box.

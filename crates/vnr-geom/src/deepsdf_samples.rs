@@ -60,6 +60,13 @@ pub const SAMPLES_DIR: &str = "SdfSamples";
 pub const NORMALIZATION_DIR: &str = "NormalizationParameters";
 /// Sub-directory of the optional dense SDF grids.
 pub const GRIDS_DIR: &str = "SdfGrids";
+/// Most samples per axis of a dense grid ([`sdf_grid`], [`GridOutput::resolution`]).
+pub const MAX_GRID_RESOLUTION: usize = 2048;
+/// Most samples [`SamplingOptions::count`] may ask for: 2³⁰, 2,000 times DeepSDF's 500,000.
+/// Positions, queries and rows take about 36 bytes a sample, so this bounds a request to tens
+/// of GiB (the largest grid, [`MAX_GRID_RESOLUTION`]³ values, is 32 GiB) instead of failing
+/// allocation.
+pub const MAX_SAMPLE_COUNT: usize = 1 << 30;
 
 /// Errors from sampling.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +166,7 @@ impl Preset {
 /// Sampling options; the defaults are DeepSDF's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SamplingOptions {
-    /// Samples requested (`n`; DeepSDF: 500,000).
+    /// Samples requested (`n`; DeepSDF: 500,000; at most [`MAX_SAMPLE_COUNT`]).
     pub count: usize,
     /// How `count` splits into near and uniform samples.
     pub preset: Preset,
@@ -277,7 +284,9 @@ fn rows_array(rows: &[[f32; 4]]) -> Result<NpyArray, NpzError> {
     )
 }
 
-/// Draws DeepSDF's samples of `mesh` (in any units; it is normalised first).
+/// Draws DeepSDF's samples of `mesh` (in any units; it is normalised first). Options out of
+/// range (a `count` above [`MAX_SAMPLE_COUNT`], a negative variance) are
+/// [`SamplingError::BadOption`].
 pub fn sample_sdf(
     mesh: &TriangleMesh,
     options: &SamplingOptions,
@@ -293,6 +302,29 @@ fn prepare(
     mesh: &TriangleMesh,
     options: &SamplingOptions,
 ) -> Result<(Normalization, MeshSdf, TriangleMesh), SamplingError> {
+    check_options(options)?;
+    mesh.validate().map_err(GeometryError::from)?;
+    if mesh.is_empty() {
+        return Err(GeometryError::EmptyMesh.into());
+    }
+    let normalization = Normalization::deepsdf(mesh)?;
+    let normalized = normalization.apply_to_mesh(mesh);
+    let sdf = MeshSdf::new(&normalized, &SdfOptions { sign: options.sign })?;
+    Ok((normalization, sdf, normalized))
+}
+
+/// Checks the options that do not need a mesh, so that a batch or a file fails on them before
+/// reading or writing anything. The count bounds the sample buffers, allocated up front.
+fn check_options(options: &SamplingOptions) -> Result<(), SamplingError> {
+    if options.count > MAX_SAMPLE_COUNT {
+        return Err(SamplingError::BadOption(format!(
+            "sample count {} must be at most {MAX_SAMPLE_COUNT}",
+            options.count
+        )));
+    }
+    if let SignMethod::VirtualScan(scan) = options.sign {
+        scan.validate()?;
+    }
     for (name, v) in [
         ("variance", options.variance),
         ("second variance", options.second_variance),
@@ -303,14 +335,7 @@ fn prepare(
             )));
         }
     }
-    mesh.validate().map_err(GeometryError::from)?;
-    if mesh.is_empty() {
-        return Err(GeometryError::EmptyMesh.into());
-    }
-    let normalization = Normalization::deepsdf(mesh)?;
-    let normalized = normalization.apply_to_mesh(mesh);
-    let sdf = MeshSdf::new(&normalized, &SdfOptions { sign: options.sign })?;
-    Ok((normalization, sdf, normalized))
+    Ok(())
 }
 
 /// The sample positions in DeepSDF's order: pairs of near samples, then uniform ones.
@@ -406,7 +431,7 @@ pub enum GridFormat {
 /// An optional dense grid to write beside the samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GridOutput {
-    /// Samples per axis (≥ 2).
+    /// Samples per axis (2 to [`MAX_GRID_RESOLUTION`]).
     pub resolution: usize,
     /// File format.
     pub format: GridFormat,
@@ -415,9 +440,9 @@ pub struct GridOutput {
 /// Signed distances at `resolution³` positions evenly spanning `[-1, 1]³` (both ends
 /// included), `[x][y][z]` with z fastest.
 pub fn sdf_grid(sdf: &MeshSdf, resolution: usize) -> Result<Vec<f32>, SamplingError> {
-    if !(2..=2048).contains(&resolution) {
+    if !(2..=MAX_GRID_RESOLUTION).contains(&resolution) {
         return Err(SamplingError::BadOption(format!(
-            "grid resolution {resolution} must be in 2..=2048"
+            "grid resolution {resolution} must be in 2..={MAX_GRID_RESOLUTION}"
         )));
     }
     let step = 2.0 / (resolution - 1) as f32;
@@ -498,7 +523,8 @@ pub struct FileSummary {
 }
 
 /// Reads `mesh_path`, samples it with a ChaCha8 stream seeded by `seed`, and writes the files
-/// listed in the [module docs](self) under `out_dir` (created if missing).
+/// listed in the [module docs](self) under `out_dir` (created if missing). Options out of
+/// range are [`SamplingError::BadOption`], before anything is read or written.
 pub fn sample_mesh_file(
     mesh_path: &Path,
     out_dir: &Path,
@@ -506,6 +532,7 @@ pub fn sample_mesh_file(
     grid: Option<GridOutput>,
     seed: u64,
 ) -> Result<FileSummary, SamplingError> {
+    check_options(options)?;
     let mesh = TriangleMesh::read(mesh_path).map_err(|source| SamplingError::Mesh {
         path: mesh_path.to_owned(),
         source,
@@ -576,7 +603,8 @@ pub struct DirectorySummary {
 
 /// Samples every `.obj`, `.ply` and `.stl` file directly in `input_dir` (sorted by name) into
 /// `out_dir`, calling `progress` after each. Each file is seeded with [`file_seed`], so its
-/// samples do not depend on what else is in the directory.
+/// samples do not depend on what else is in the directory. Options out of range fail the
+/// whole batch up front ([`SamplingError::BadOption`]).
 pub fn sample_directory(
     input_dir: &Path,
     out_dir: &Path,
@@ -585,6 +613,7 @@ pub fn sample_directory(
     seed: u64,
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<DirectorySummary, SamplingError> {
+    check_options(options)?;
     let io_error = |source| SamplingError::Io {
         path: input_dir.to_owned(),
         source,

@@ -37,6 +37,10 @@ use rayon::prelude::*;
 use vnr_formats::mesh::{MeshError, TriangleMesh};
 use vnr_formats::vdb::{Grid, Leaf};
 
+/// Most values a grid built here ([`pad_grid`]) may hold: 2³⁴ (64 GiB of `f32`), room for
+/// the largest dense SDF grid (2048³) with a few layers of padding.
+pub const MAX_GRID_VOXELS: u64 = 1 << 34;
+
 /// Which side of the iso value is the inside of the surface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Inside {
@@ -113,6 +117,14 @@ pub enum MarchingCubesError {
     /// More vertices than `u32` triangle indices can address.
     #[error("the surface has {0} vertices, more than u32 indices can address")]
     TooManyVertices(usize),
+    /// A grid to be built would hold more than [`MAX_GRID_VOXELS`] values.
+    #[error("a grid of dims {dims:?} (padded by {layers} layers) would hold more than {MAX_GRID_VOXELS} values")]
+    GridTooLarge {
+        /// The grid's extents before padding.
+        dims: [usize; 3],
+        /// Layers of padding asked for.
+        layers: usize,
+    },
     /// The mesh failed validation (a vertex position overflowed `f32`).
     #[error(transparent)]
     Mesh(#[from] MeshError),
@@ -550,7 +562,8 @@ fn quad_codes(dims: [usize; 3], mask: &[u8]) -> Vec<u8> {
 /// A copy of a dense `[X, Y, Z]` grid with `layers` layers of `value` around it: dims grow by
 /// `2·layers` on every axis and the padded grid's origin is the old one minus `layers` voxels.
 /// Padding with an outside value closes surfaces that reach the grid's border.
-/// `values.len()` must be `X·Y·Z`.
+/// `values.len()` must be `X·Y·Z`; a padded grid above [`MAX_GRID_VOXELS`] values is
+/// [`MarchingCubesError::GridTooLarge`], refused before allocating.
 pub fn pad_grid(
     values: &[f32],
     dims: [usize; 3],
@@ -558,20 +571,25 @@ pub fn pad_grid(
     value: f32,
 ) -> Result<(Vec<f32>, [usize; 3]), MarchingCubesError> {
     let [nx, ny, nz] = dims;
-    let mismatch = || MarchingCubesError::LengthMismatch {
-        dims,
-        len: values.len(),
+    if nx.checked_mul(ny).and_then(|n| n.checked_mul(nz)) != Some(values.len()) {
+        return Err(MarchingCubesError::LengthMismatch {
+            dims,
+            len: values.len(),
+        });
+    }
+    // The padding, not the input, sets the size: a large `layers` must fail here rather than
+    // in the allocator (an overflowing size is too large as well).
+    let padded = layers
+        .checked_mul(2)
+        .map(|grow| dims.map(|d| d.checked_add(grow)));
+    let Some([Some(px), Some(py), Some(pz)]) = padded else {
+        return Err(MarchingCubesError::GridTooLarge { dims, layers });
     };
-    let grow = layers.checked_mul(2).ok_or_else(mismatch)?;
-    let padded = dims.map(|d| d.checked_add(grow));
-    let [Some(px), Some(py), Some(pz)] = padded else {
-        return Err(mismatch());
-    };
-    let len = px.checked_mul(py).and_then(|n| n.checked_mul(pz));
-    let fits = nx.checked_mul(ny).and_then(|n| n.checked_mul(nz)) == Some(values.len());
-    let (Some(len), true) = (len, fits) else {
-        return Err(mismatch());
-    };
+    let len = px
+        .checked_mul(py)
+        .and_then(|n| n.checked_mul(pz))
+        .filter(|&n| n as u64 <= MAX_GRID_VOXELS && n <= isize::MAX as usize / size_of::<f32>())
+        .ok_or(MarchingCubesError::GridTooLarge { dims, layers })?;
     let mut out = vec![value; len];
     for x in 0..nx {
         for y in 0..ny {

@@ -38,7 +38,15 @@ pub enum MetricsError {
     /// DeepSDF's normalisation scale must be finite and non-zero.
     #[error("normalisation scale {0} must be finite and non-zero")]
     InvalidScale(f64),
+    /// More surface samples asked for than [`MAX_SAMPLES`].
+    #[error("{0} surface samples requested; at most {MAX_SAMPLES} are allowed")]
+    TooManySamples(usize),
 }
+
+/// Most points [`sample_surface`] (and so [`chamfer`] and [`compare_surfaces`]) draws: 2²⁶
+/// (DeepSDF evaluates with 30,000). Points, normals and the KD-tree over them take about 80
+/// bytes a sample, so this keeps a request within a few GiB instead of failing allocation.
+pub const MAX_SAMPLES: usize = 1 << 26;
 
 // ---------------------------------------------------------------------------------------------
 // KD-tree.
@@ -228,11 +236,16 @@ fn area_vector(p: [[f64; 3]; 3]) -> [f64; 3] {
 /// proportional to its area (inverse CDF over the cumulative areas), then a uniform point in it
 /// (`r1, r2` uniform; if `r1 + r2 > 1` both are reflected to `1 − r`; `p = a + r1 (b − a) +
 /// r2 (c − a)`), as `trimesh.sample.sample_surface` does.
+///
+/// Errors with [`MetricsError::TooManySamples`] for `count` above [`MAX_SAMPLES`].
 pub fn sample_surface(
     mesh: &TriangleMesh,
     count: usize,
     rng: &mut impl Rng,
 ) -> Result<SurfaceSamples, MetricsError> {
+    if count > MAX_SAMPLES {
+        return Err(MetricsError::TooManySamples(count));
+    }
     let mut cumulative = Vec::with_capacity(mesh.triangles.len());
     let mut total = 0.0f64;
     for &t in &mesh.triangles {
@@ -406,6 +419,7 @@ impl Default for Normalization {
 /// reconstruction `generated`, maps them with `p / scale − offset`, and compares them with the
 /// ground-truth surface points `ground_truth` (see [`surface_distances`]). The chamfer field is
 /// `compute_trimesh_chamfer`'s value; normal consistency needs ground-truth normals.
+/// `samples` is at most [`MAX_SAMPLES`] ([`MetricsError::TooManySamples`]).
 pub fn chamfer(
     ground_truth: &PointSet<'_>,
     generated: &TriangleMesh,
@@ -428,7 +442,8 @@ pub fn chamfer(
 /// on the reconstruction, compared with the ground truth's surface points as in [`chamfer`].
 /// A ground truth with triangles is sampled the same way (first, from the same `ChaCha8Rng`
 /// stream); one without triangles (a point cloud, as DeepSDF's `.ply` surface samples) is used
-/// as its vertices, without normals.
+/// as its vertices, without normals. `samples` is at most [`MAX_SAMPLES`]
+/// ([`MetricsError::TooManySamples`]).
 pub fn compare_surfaces(
     reconstruction: &TriangleMesh,
     ground_truth: &TriangleMesh,

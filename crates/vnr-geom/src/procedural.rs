@@ -35,17 +35,31 @@ pub enum ProceduralError {
     EmptySurface(usize),
 }
 
+/// Grid points along a shape's longest side that [`Sdf::mesh`] accepts.
+pub const MESH_RESOLUTIONS: std::ops::RangeInclusive<usize> = 8..=1024;
+
+/// Most members [`generate_class`] builds in one call (ShapeNet's largest class has about
+/// 8,500 shapes); the meshes are all held in memory.
+pub const MAX_CLASS_SIZE: usize = 1 << 16;
+
+fn check_resolution(resolution: usize) -> Result<(), ProceduralError> {
+    if MESH_RESOLUTIONS.contains(&resolution) {
+        return Ok(());
+    }
+    Err(ProceduralError::BadParameter(format!(
+        "resolution {resolution} must be in {}..={}",
+        MESH_RESOLUTIONS.start(),
+        MESH_RESOLUTIONS.end()
+    )))
+}
+
 impl Sdf {
     /// Samples the distance on a grid over the bounds (padded by two cells) with `resolution`
     /// points along the longest side, and extracts the zero level set: a closed, outward-facing
-    /// mesh.
+    /// mesh. `resolution` must be in [`MESH_RESOLUTIONS`].
     pub fn mesh(&self, resolution: usize) -> Result<TriangleMesh, ProceduralError> {
         self.validate()?;
-        if !(8..=1024).contains(&resolution) {
-            return Err(ProceduralError::BadParameter(format!(
-                "resolution {resolution} must be in 8..=1024"
-            )));
-        }
+        check_resolution(resolution)?;
         let bounds = self.bounds();
         let (lo, hi) = (bounds.min.to_array(), bounds.max.to_array());
         let longest = (0..3).map(|k| hi[k] - lo[k]).fold(0.0, f64::max);
@@ -218,19 +232,29 @@ impl Family {
 }
 
 /// `count` members of `family` meshed at `resolution`, named `{family}-{i:03}`, from a ChaCha8
-/// stream seeded by `seed` (the same seed gives the same meshes).
+/// stream seeded by `seed` (the same seed gives the same meshes). A `resolution` outside
+/// [`MESH_RESOLUTIONS`] or a `count` above [`MAX_CLASS_SIZE`] is
+/// [`ProceduralError::BadParameter`], before any shape is drawn.
 pub fn generate_class(
     family: Family,
     count: usize,
     resolution: usize,
     seed: u64,
 ) -> Result<Vec<(String, TriangleMesh)>, ProceduralError> {
+    check_resolution(resolution)?;
+    if count > MAX_CLASS_SIZE {
+        return Err(ProceduralError::BadParameter(format!(
+            "count {count} must be at most {MAX_CLASS_SIZE}"
+        )));
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let shapes: Vec<Sdf> = (0..count).map(|_| family.sample(&mut rng)).collect();
-    shapes
-        .iter()
-        .enumerate()
-        .map(|(i, shape)| Ok((format!("{}-{i:03}", family.name()), shape.mesh(resolution)?)))
+    // One shape at a time (meshing draws nothing from the stream, so the shapes are those of
+    // drawing them all first).
+    (0..count)
+        .map(|i| {
+            let shape = family.sample(&mut rng);
+            Ok((format!("{}-{i:03}", family.name()), shape.mesh(resolution)?))
+        })
         .collect()
 }
 
@@ -238,13 +262,22 @@ pub fn generate_class(
 /// `segments_around × segments_tube` quads split into `2·segments_around·segments_tube`
 /// outward-facing triangles. As the segment counts grow its signed distance approaches
 /// that of [`crate::sdf::Sdf::Torus`] centred at the origin.
+///
+/// The triangles index the vertices with `u32`, so `2·segments_around·segments_tube` must fit
+/// `u32` ([`ProceduralError::BadParameter`] otherwise).
 pub fn torus_mesh(
     major: f32,
     minor: f32,
     segments_around: u32,
     segments_tube: u32,
-) -> TriangleMesh {
+) -> Result<TriangleMesh, ProceduralError> {
     let (nu, nv) = (segments_around.max(3), segments_tube.max(3));
+    // Vertex ids and the vertex count are `u32`; the triangle count is twice that.
+    if nu.checked_mul(nv).and_then(|n| n.checked_mul(2)).is_none() {
+        return Err(ProceduralError::BadParameter(format!(
+            "torus segments {segments_around} × {segments_tube}: twice their product must fit u32"
+        )));
+    }
     let tau = std::f64::consts::TAU;
     let mut positions = Vec::with_capacity((nu * nv) as usize);
     for i in 0..nu {
@@ -269,10 +302,10 @@ pub fn torus_mesh(
             triangles.push([index(i, j), index(i + 1, j + 1), index(i, j + 1)]);
         }
     }
-    TriangleMesh {
+    Ok(TriangleMesh {
         positions,
         triangles,
-    }
+    })
 }
 
 /// A closed axis-aligned box centred at the origin, 12 outward-facing triangles; its

@@ -57,6 +57,47 @@ pub struct VirtualScanOptions {
     pub votes: usize,
 }
 
+/// Most virtual-scan cameras [`VirtualScanOptions::views`] may ask for (DeepSDF uses 100).
+pub const MAX_SCAN_VIEWS: usize = 1 << 16;
+/// Most rays per side of a view [`VirtualScanOptions::resolution`] may ask for (DeepSDF: 400).
+pub const MAX_SCAN_RESOLUTION: usize = 1 << 13;
+/// Most rays of all views together, `views · resolution²` (DeepSDF: 16 M). Each ray may keep a
+/// 24-byte scan point, and the k-d tree numbers the points with `u32`, so this bounds both the
+/// memory (24 GiB) and the indices.
+pub const MAX_SCAN_RAYS: u64 = 1 << 30;
+
+impl VirtualScanOptions {
+    /// Checks `views`, `resolution` and their product `views · resolution²` against
+    /// [`MAX_SCAN_VIEWS`], [`MAX_SCAN_RESOLUTION`] and [`MAX_SCAN_RAYS`]
+    /// ([`GeometryError::OptionTooLarge`]).
+    pub fn validate(&self) -> Result<(), GeometryError> {
+        let too_large = |name, value: u64, max: u64| {
+            if value > max {
+                Err(GeometryError::OptionTooLarge { name, value, max })
+            } else {
+                Ok(())
+            }
+        };
+        too_large(
+            "virtual scan views",
+            self.views as u64,
+            MAX_SCAN_VIEWS as u64,
+        )?;
+        too_large(
+            "virtual scan resolution",
+            self.resolution as u64,
+            MAX_SCAN_RESOLUTION as u64,
+        )?;
+        // Both factors are bounded above, so the product fits u64.
+        let rays = self.views as u64 * (self.resolution as u64).pow(2);
+        too_large(
+            "virtual scan rays (views × resolution²)",
+            rays,
+            MAX_SCAN_RAYS,
+        )
+    }
+}
+
 impl Default for VirtualScanOptions {
     fn default() -> Self {
         Self {
@@ -84,7 +125,8 @@ pub struct MeshSdf {
 
 impl MeshSdf {
     /// Builds the BVH, the winding-number expansions and, for [`SignMethod::VirtualScan`],
-    /// the scans. Errors on an empty or invalid mesh.
+    /// the scans. Errors on an empty or invalid mesh, and on scan options above their limits
+    /// ([`VirtualScanOptions::validate`]).
     pub fn new(mesh: &TriangleMesh, options: &SdfOptions) -> Result<Self, GeometryError> {
         match options.sign {
             SignMethod::WindingNumber { accuracy } => Ok(Self {
@@ -93,8 +135,10 @@ impl MeshSdf {
                 votes: 0,
             }),
             SignMethod::VirtualScan(scan_options) => {
+                // Before the BVH: a bad option should not cost a build first.
+                scan_options.validate()?;
                 let winding = FastWindingNumber::new(mesh, DEFAULT_ACCURACY)?;
-                let scan = VirtualScan::new(mesh, winding.bvh(), &scan_options);
+                let scan = VirtualScan::new(mesh, winding.bvh(), &scan_options)?;
                 Ok(Self {
                     winding,
                     scan: Some(scan),
@@ -246,7 +290,15 @@ impl VirtualScan {
     /// the bounding radius around its bounding-box centre, each an orthographic
     /// `resolution × resolution` view covering the bounding sphere (DeepSDF's setup after its
     /// normalisation: cameras at 1.1, window `[-1, 1]²`).
-    pub fn new(mesh: &TriangleMesh, bvh: &Bvh, options: &VirtualScanOptions) -> Self {
+    ///
+    /// Errors ([`GeometryError::OptionTooLarge`]) when the options are above the limits of
+    /// [`VirtualScanOptions::validate`], before casting any ray.
+    pub fn new(
+        mesh: &TriangleMesh,
+        bvh: &Bvh,
+        options: &VirtualScanOptions,
+    ) -> Result<Self, GeometryError> {
+        options.validate()?;
         let bounds = bvh.bounds();
         let centre = bounds.centre();
         let half_diagonal = (0..3)
@@ -285,7 +337,7 @@ impl VirtualScan {
             })
             .collect();
         build_kd(&mut points, 0);
-        Self { points }
+        Ok(Self { points })
     }
 
     /// Number of scan points.

@@ -235,7 +235,7 @@ fn exact_winding_numbers_of_closed_meshes() {
 
 #[test]
 fn fast_winding_numbers_match_exact() {
-    let mesh = torus_mesh(1.0, 0.4, 96, 48);
+    let mesh = torus_mesh(1.0, 0.4, 96, 48).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let queries: Vec<[f32; 3]> = (0..400).map(|_| random_point(&mut rng, 1.6)).collect();
     let exact: Vec<f64> = queries
@@ -270,7 +270,7 @@ fn fast_winding_numbers_match_exact() {
 #[test]
 fn winding_numbers_survive_holes() {
     // Remove a patch of the torus: points inside the tube, away from the hole, stay inside.
-    let mut mesh = torus_mesh(1.0, 0.4, 64, 32);
+    let mut mesh = torus_mesh(1.0, 0.4, 64, 32).unwrap();
     mesh.triangles.truncate(mesh.triangles.len() - 40);
     assert!(mesh.edge_stats().boundary_edges > 0);
     let fast = FastWindingNumber::new(&mesh, 2.0).unwrap();
@@ -350,7 +350,7 @@ fn batched_queries_equal_single_queries_in_input_order() {
         );
     }
 
-    let mesh = torus_mesh(1.0, 0.4, 48, 24);
+    let mesh = torus_mesh(1.0, 0.4, 48, 24).unwrap();
     let fast = FastWindingNumber::new(&mesh, 2.0).unwrap();
     let batched = fast.winding_numbers(&queries);
     for (q, w) in queries.iter().zip(&batched) {
@@ -366,7 +366,7 @@ fn batched_queries_equal_single_queries_in_input_order() {
 /// must get a winding number of 0, not NaN.
 #[test]
 fn winding_number_far_away_is_zero_not_nan() {
-    let fast = FastWindingNumber::new(&torus_mesh(1.0, 0.4, 32, 16), 2.0).unwrap();
+    let fast = FastWindingNumber::new(&torus_mesh(1.0, 0.4, 32, 16).unwrap(), 2.0).unwrap();
     for q in [[1e30, 0.0, 0.0], [-3e19, 2e19, 1.0], [0.0, 0.0, f32::MAX]] {
         let w = fast.winding_number(q);
         assert!(w.abs() < 1e-6, "w({q:?}) = {w}");

@@ -5,8 +5,8 @@ use rand_chacha::ChaCha8Rng;
 use vnr_formats::mesh::TriangleMesh;
 use vnr_formats::npz::{read_npz, NpyData};
 use vnr_geom::deepsdf_samples::{
-    sample_directory, sample_sdf, GridFormat, GridOutput, Preset, SampleCounts, SamplingError,
-    SamplingOptions,
+    sample_directory, sample_mesh_file, sample_sdf, GridFormat, GridOutput, Preset, SampleCounts,
+    SamplingError, SamplingOptions, MAX_SAMPLE_COUNT,
 };
 use vnr_geom::normalize::{Normalization, NormalizeError};
 use vnr_geom::procedural::{cuboid_mesh, torus_mesh};
@@ -50,7 +50,7 @@ fn preset_counts() {
 
 #[test]
 fn samples_split_and_reproduce() {
-    let mesh = torus_mesh(2.0, 0.8, 64, 32);
+    let mesh = torus_mesh(2.0, 0.8, 64, 32).unwrap();
     let opts = options(20_000);
     let a = sample_sdf(&mesh, &opts, &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
     let b = sample_sdf(&mesh, &opts, &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
@@ -224,6 +224,7 @@ fn directory_batch_writes_deepsdf_layout() {
         .write_obj(input.path().join("box.obj"))
         .unwrap();
     torus_mesh(1.0, 0.3, 32, 16)
+        .unwrap()
         .write_ply(input.path().join("ring.ply"))
         .unwrap();
     std::fs::write(input.path().join("broken.obj"), "f 1 2 3\n").unwrap();
@@ -301,4 +302,35 @@ fn bunny_counts() {
     // Roughly half of the near samples fall inside a closed-ish surface.
     let inside = s.neg.len() as f64 / 20_000.0;
     assert!((0.3..0.6).contains(&inside), "inside fraction {inside}");
+}
+
+#[test]
+fn huge_sample_counts_are_errors_not_overflows() {
+    let mesh = cuboid_mesh([0.5; 3]);
+    let out = tempfile::tempdir().unwrap();
+    for preset in [Preset::DeepSdf, Preset::NeoRender] {
+        for count in [usize::MAX, 1 << 40, MAX_SAMPLE_COUNT + 1] {
+            let options = SamplingOptions {
+                count,
+                preset,
+                ..SamplingOptions::default()
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            assert!(
+                matches!(
+                    sample_sdf(&mesh, &options, &mut rng),
+                    Err(SamplingError::BadOption(ref m)) if m.contains("sample count")
+                ),
+                "{preset:?} {count}"
+            );
+            // Refused before the mesh is read or any directory is made.
+            let missing = out.path().join("missing.obj");
+            let written = out.path().join("out");
+            assert!(matches!(
+                sample_mesh_file(&missing, &written, &options, None, 0),
+                Err(SamplingError::BadOption(_))
+            ));
+            assert!(!written.exists());
+        }
+    }
 }

@@ -426,3 +426,18 @@ fn padding_surrounds_the_grid() {
     assert!(pad_grid(&values, [2, 3, 5], 1, 0.0).is_err());
     assert!(pad_grid(&values, [2, 3, 4], usize::MAX, 0.0).is_err());
 }
+
+#[test]
+fn huge_padding_is_an_error_not_an_overflow() {
+    // 2²¹ + 1 points a side overflow usize; 2¹⁵ layers (65537³ values, 1.1 PB) only the cap.
+    for layers in [usize::MAX, usize::MAX / 2, 1 << 20, 1 << 15] {
+        assert!(
+            matches!(
+                pad_grid(&[0.0], [1, 1, 1], layers, 1.0),
+                Err(MarchingCubesError::GridTooLarge { layers: l, .. }) if l == layers
+            ),
+            "{layers} layers"
+        );
+    }
+    assert_eq!(pad_grid(&[0.0], [1, 1, 1], 3, 1.0).unwrap().1, [7, 7, 7]);
+}

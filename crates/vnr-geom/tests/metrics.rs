@@ -6,7 +6,8 @@ use rand_chacha::ChaCha8Rng;
 use vnr_formats::mesh::TriangleMesh;
 use vnr_geom::marching_cubes::{marching_cubes, DenseField, MarchingCubesConfig};
 use vnr_geom::metrics::{
-    chamfer, sample_surface, surface_distances, KdTree, MetricsError, Normalization, PointSet,
+    chamfer, compare_surfaces, sample_surface, surface_distances, KdTree, MetricsError,
+    Normalization, PointSet, MAX_SAMPLES,
 };
 
 fn brute_nearest(points: &[[f32; 3]], q: [f64; 3]) -> (usize, f64) {
@@ -267,4 +268,32 @@ fn bad_input_is_a_typed_error() {
         chamfer(&good, &mesh, 10, zero, &mut rng),
         Err(MetricsError::InvalidScale(_))
     ));
+}
+
+#[test]
+fn huge_sample_counts_are_errors_not_overflows() {
+    let mesh = TriangleMesh::new(
+        vec![[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+        vec![[0, 1, 2]],
+    )
+    .unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    for count in [usize::MAX, 1 << 40, MAX_SAMPLES + 1] {
+        assert!(matches!(
+            sample_surface(&mesh, count, &mut rng),
+            Err(MetricsError::TooManySamples(n)) if n == count
+        ));
+        let gt = PointSet {
+            points: &mesh.positions,
+            normals: None,
+        };
+        assert!(matches!(
+            chamfer(&gt, &mesh, count, Normalization::default(), &mut rng),
+            Err(MetricsError::TooManySamples(_))
+        ));
+        assert!(matches!(
+            compare_surfaces(&mesh, &mesh, count, 0),
+            Err(MetricsError::TooManySamples(_))
+        ));
+    }
 }

@@ -8,7 +8,7 @@ use std::f64::consts::{FRAC_PI_2, PI};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use vnr_formats::mesh::TriangleMesh;
-use vnr_geom::procedural::{generate_class, Family, ProceduralError};
+use vnr_geom::procedural::{generate_class, torus_mesh, Family, ProceduralError};
 use vnr_geom::sdf::{Sdf, SdfError};
 use vnr_geom::vec3::Vec3;
 
@@ -393,4 +393,38 @@ fn bad_parameters_are_refused() {
     };
     assert!(matches!(ok.mesh(4), Err(ProceduralError::BadParameter(_))));
     assert!(ok.mesh(100_000).is_err());
+}
+
+#[test]
+fn huge_torus_segments_are_errors_not_overflows() {
+    // u32 vertex ids: 2·nu·nv triangles must fit u32.
+    for (around, tube) in [(u32::MAX, u32::MAX), (1 << 16, 1 << 16), (1 << 15, 1 << 16)] {
+        assert!(
+            matches!(
+                torus_mesh(1.0, 0.3, around, tube),
+                Err(ProceduralError::BadParameter(_))
+            ),
+            "{around} × {tube}"
+        );
+    }
+    let mesh = torus_mesh(1.0, 0.3, 8, 4).unwrap();
+    assert_eq!((mesh.positions.len(), mesh.triangles.len()), (32, 64));
+}
+
+#[test]
+fn huge_classes_are_errors_before_any_shape_is_drawn() {
+    // The resolution is checked first, whatever the count.
+    for count in [usize::MAX, 1 << 40] {
+        for resolution in [0, usize::MAX] {
+            assert!(matches!(
+                generate_class(Family::Tori, count, resolution, 0),
+                Err(ProceduralError::BadParameter(ref m)) if m.contains("resolution")
+            ));
+        }
+        assert!(matches!(
+            generate_class(Family::Tori, count, 24, 0),
+            Err(ProceduralError::BadParameter(ref m)) if m.contains("count")
+        ));
+    }
+    assert!(generate_class(Family::Tori, 0, 24, 0).unwrap().is_empty());
 }

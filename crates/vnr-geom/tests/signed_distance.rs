@@ -51,7 +51,7 @@ fn cube_signed_distance_is_exact() {
 
 #[test]
 fn torus_signed_distance_matches_analytic() {
-    let mesh = torus_mesh(1.0, 0.35, 256, 128);
+    let mesh = torus_mesh(1.0, 0.35, 256, 128).unwrap();
     let sdf = MeshSdf::new(&mesh, &SdfOptions::default()).unwrap();
     let points = random_points(2000, 1.6, 2);
     let values = sdf.signed_distances(&points);
@@ -229,7 +229,7 @@ fn suzanne_orientation() {
 /// neighbours; the results must come back in the caller's order, equal to single queries.
 #[test]
 fn batched_signed_distances_match_single_queries() {
-    let mesh = torus_mesh(1.0, 0.35, 64, 32);
+    let mesh = torus_mesh(1.0, 0.35, 64, 32).unwrap();
     let sdf = MeshSdf::new(&mesh, &SdfOptions::default()).unwrap();
     let mut points = random_points(3000, 1.6, 7);
     points[10] = [f32::NAN; 3];
@@ -246,4 +246,33 @@ fn batched_signed_distances_match_single_queries() {
         }
     }
     assert!(batched[10].is_nan() && batched[2999].is_nan());
+}
+
+#[test]
+fn huge_virtual_scans_are_errors_not_overflows() {
+    let mesh = cuboid_mesh([0.5; 3]);
+    let scan = |views, resolution| SdfOptions {
+        sign: SignMethod::VirtualScan(VirtualScanOptions {
+            views,
+            resolution,
+            votes: 11,
+        }),
+    };
+    for (views, resolution) in [
+        (usize::MAX, 4),
+        (1 << 40, 4),
+        (4, usize::MAX),
+        (4, 1 << 20),
+        // Each within its own bound, the product not.
+        (1 << 16, 1 << 13),
+    ] {
+        assert!(
+            matches!(
+                MeshSdf::new(&mesh, &scan(views, resolution)),
+                Err(GeometryError::OptionTooLarge { .. })
+            ),
+            "{views} views of {resolution}²"
+        );
+    }
+    assert!(MeshSdf::new(&mesh, &scan(6, 16)).is_ok());
 }

@@ -75,7 +75,9 @@ impl Default for SsimConfig {
 /// map of every plane, averaged over the pixels whose window lies inside the image (skimage
 /// crops the same border), then over planes. Matches skimage's
 /// `structural_similarity(gaussian_weights=True, sigma, data_range, channel_axis=0,
-/// use_sample_covariance)` per image. Both sides must be at least the window size.
+/// use_sample_covariance)` per image. Both sides must be at least the window size
+/// `2·⌊truncate·σ + 0.5⌋ + 1`; a window that does not fit is [`TrainError::Config`], found
+/// before the window is built.
 pub fn ssim(a: &Tensor, b: &Tensor, config: &SsimConfig) -> Result<f64> {
     same_shape(a, b)?;
     let dims = a.dims();
@@ -96,13 +98,19 @@ pub fn ssim(a: &Tensor, b: &Tensor, config: &SsimConfig) -> Result<f64> {
     {
         return Err(TrainError::Config(format!("bad SSIM window {config:?}")));
     }
-    let weights = gaussian_window(config.sigma, config.truncate);
-    let window = weights.len();
-    if height < window || width < window {
+    // The window's size in f64 first: a huge sigma or truncate must be refused here, not
+    // met as a window of billions of taps.
+    let radius = window_radius(config.sigma, config.truncate);
+    let window = 2.0 * radius + 1.0;
+    if !(window.is_finite() && window <= height.min(width) as f64) {
+        // Debug formatting keeps a huge window short (1e300, not 301 digits).
         return Err(TrainError::Config(format!(
-            "SSIM window {window}×{window} does not fit a {height}×{width} image"
+            "SSIM window {window:?}×{window:?} (sigma {:?}, truncate {:?}) does not fit a \
+             {height}×{width} image",
+            config.sigma, config.truncate
         )));
     }
+    let weights = gaussian_window(config.sigma, radius as usize);
     let flat = |t: &Tensor| -> Result<Vec<f64>> {
         Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?)
     };
@@ -116,9 +124,14 @@ pub fn ssim(a: &Tensor, b: &Tensor, config: &SsimConfig) -> Result<f64> {
     Ok(total / planes as f64)
 }
 
+/// scipy's window radius `⌊truncate·σ + 0.5⌋`, in `f64` so that it can be checked before use.
+fn window_radius(sigma: f64, truncate: f64) -> f64 {
+    (truncate * sigma + 0.5).floor()
+}
+
 /// scipy's `_gaussian_kernel1d`: `exp(−x²/2σ²)` for `x` in `−r..=r`, normalised to sum 1.
-fn gaussian_window(sigma: f64, truncate: f64) -> Vec<f64> {
-    let radius = (truncate * sigma + 0.5) as i64;
+fn gaussian_window(sigma: f64, radius: usize) -> Vec<f64> {
+    let radius = radius as i64;
     let raw: Vec<f64> = (-radius..=radius)
         .map(|x| (-0.5 * (x * x) as f64 / (sigma * sigma)).exp())
         .collect();
@@ -206,8 +219,37 @@ mod tests {
     }
 
     #[test]
+    fn huge_ssim_windows_are_errors_not_overflows() {
+        let a = Tensor::zeros((16, 16), DType::F32, &Device::Cpu).unwrap();
+        for (sigma, truncate) in [
+            (1e300, 3.5),
+            (1.5, 1e300),
+            (f64::MAX, f64::MAX),
+            (1e10, 3.5),
+            // 2·⌊3.5·2.5 + 0.5⌋ + 1 = 19 taps: one past the 16-pixel side.
+            (2.5, 3.5),
+        ] {
+            let config = SsimConfig {
+                sigma,
+                truncate,
+                ..SsimConfig::default()
+            };
+            match ssim(&a, &a, &config) {
+                Err(TrainError::Config(m)) => assert!(m.contains("window"), "{m}"),
+                other => panic!("sigma {sigma}, truncate {truncate}: {other:?}"),
+            }
+        }
+        // 2·⌊3.5·2 + 0.5⌋ + 1 = 15 taps fit.
+        let fits = SsimConfig {
+            sigma: 2.0,
+            ..SsimConfig::default()
+        };
+        assert!((ssim(&a, &a, &fits).unwrap() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
     fn window_is_scipys_eleven_taps() {
-        let w = gaussian_window(1.5, 3.5);
+        let w = gaussian_window(1.5, window_radius(1.5, 3.5) as usize);
         assert_eq!(w.len(), 11);
         assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-15);
     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use vnr_formats::image::ImageF32;
+use vnr_formats::image::{check_pixel_count, ImageF32};
 
 use crate::error::{Result, TrainError};
 use crate::log::{LogRecord, Phase};
@@ -11,9 +11,11 @@ use crate::log::{LogRecord, Phase};
 /// Plot size and style.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlotConfig {
-    /// Image width in pixels (at least 64).
+    /// Image width in pixels (at least 64; `width · height` at most
+    /// [`MAX_PIXELS`](vnr_formats::image::MAX_PIXELS)).
     pub width: usize,
-    /// Image height in pixels (at least 64).
+    /// Image height in pixels (at least 64; `width · height` at most
+    /// [`MAX_PIXELS`](vnr_formats::image::MAX_PIXELS)).
     pub height: usize,
     /// Logarithmic loss axis (non-positive losses are left out).
     pub log_scale: bool,
@@ -80,7 +82,8 @@ impl Canvas {
     }
 }
 
-/// Draws train and validation losses of `records` against the step.
+/// Draws train and validation losses of `records` against the step. A size below 64×64 or
+/// above [`MAX_PIXELS`](vnr_formats::image::MAX_PIXELS) is [`TrainError::Config`].
 pub fn plot_losses(records: &[LogRecord], config: &PlotConfig) -> Result<ImageF32> {
     if config.width < 64 || config.height < 64 {
         return Err(TrainError::Config(format!(
@@ -88,6 +91,9 @@ pub fn plot_losses(records: &[LogRecord], config: &PlotConfig) -> Result<ImageF3
             config.width, config.height
         )));
     }
+    // The canvas is allocated below: the image crate's pixel cap keeps it bounded.
+    check_pixel_count(config.width, config.height)
+        .map_err(|e| TrainError::Config(format!("plot width × height: {e}")))?;
     let value = |loss: f64| -> Option<f64> {
         let v = if config.log_scale { loss.log10() } else { loss };
         v.is_finite().then_some(v)
@@ -124,15 +130,11 @@ pub fn plot_losses(records: &[LogRecord], config: &PlotConfig) -> Result<ImageF3
     if y_max <= y_min {
         y_max = y_min + 1.0;
     }
-    let len = config
-        .width
-        .checked_mul(config.height)
-        .and_then(|n| n.checked_mul(3))
-        .ok_or_else(|| TrainError::Config("plot size overflows".into()))?;
     let mut canvas = Canvas {
         width: config.width,
         height: config.height,
-        data: vec![1.0; len],
+        // At most 3·MAX_PIXELS by the check above.
+        data: vec![1.0; config.width * config.height * 3],
     };
     let left = MARGIN_LEFT as f64;
     let right = (config.width - MARGIN_RIGHT) as f64;
@@ -218,5 +220,25 @@ mod tests {
             assert_eq!(image.pixel(5, 5).unwrap(), &[1.0, 1.0, 1.0]);
         }
         assert!(plot_losses(&[], &PlotConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn huge_plots_are_errors_not_overflows() {
+        for (width, height) in [
+            (1 << 30, 1 << 30),
+            (1 << 20, 1 << 20),
+            (usize::MAX, usize::MAX),
+            (usize::MAX, 64),
+        ] {
+            let config = PlotConfig {
+                width,
+                height,
+                log_scale: false,
+            };
+            match plot_losses(&[], &config) {
+                Err(TrainError::Config(m)) => assert!(m.contains("plot width × height"), "{m}"),
+                other => panic!("{width}×{height}: {other:?}"),
+            }
+        }
     }
 }

@@ -72,12 +72,13 @@ pub enum VdbError {
         /// Which codec or flag.
         reason: String,
     },
-    /// A dense copy larger than the caller allowed; nothing was allocated.
+    /// A dense copy larger than the caller allowed, or than one allocation can hold; nothing
+    /// was allocated.
     #[error("dense copy of {voxels} voxels exceeds the limit of {limit} voxels")]
     DenseTooLarge {
         /// Voxels the box holds (saturating).
         voxels: u128,
-        /// The caller's cap.
+        /// The caller's cap, lowered to what one allocation can hold.
         limit: u64,
     },
     /// No grid of that name in the file.

@@ -86,11 +86,20 @@ impl BBox {
 }
 
 /// The most voxels a dense copy may allocate; copies beyond it fail with
-/// [`VdbError::DenseTooLarge`] instead of allocating.
+/// [`VdbError::DenseTooLarge`] instead of allocating. Whatever the cap, a copy is also refused
+/// when its bytes would exceed `isize::MAX`, the most one allocation can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DenseLimit {
     /// Maximum voxel count.
     pub max_voxels: u64,
+}
+
+impl DenseLimit {
+    /// The cap for values of type `T`: `max_voxels`, lowered to what one allocation can hold.
+    fn voxels_of<T>(self) -> u64 {
+        let addressable = (isize::MAX as usize / size_of::<T>().max(1)) as u64;
+        self.max_voxels.min(addressable)
+    }
 }
 
 impl Default for DenseLimit {
@@ -406,13 +415,16 @@ impl<T: VdbValue> Tree<T> {
     }
 
     /// Values over `bbox` as a flat vector `[x][y][z]` (z fastest, like OpenVDB's `Dense`),
-    /// inactive and background values included. Refuses boxes above `limit` before allocating.
+    /// inactive and background values included. Refuses boxes above `limit`, or whose bytes
+    /// exceed `isize::MAX`, before allocating ([`VdbError::DenseTooLarge`]).
     pub fn to_dense(&self, bbox: BBox, limit: DenseLimit) -> Result<Vec<T>> {
         let voxels = bbox.volume();
-        if voxels > u128::from(limit.max_voxels) {
+        // A caller's cap of u64::MAX must not reach the allocator with an impossible size.
+        let max_voxels = limit.voxels_of::<T>();
+        if voxels > u128::from(max_voxels) {
             return Err(VdbError::DenseTooLarge {
                 voxels,
-                limit: limit.max_voxels,
+                limit: max_voxels,
             });
         }
         let mut dense = vec![self.background; voxels as usize];

@@ -408,6 +408,7 @@ impl<T: VdbValue> Tree<T> {
 }
 
 /// A dense `[x][y][z]` (z fastest) array of samples whose first element is voxel `origin`.
+/// The last sample, `origin + dims − 1`, must still be an `i32` index coordinate.
 #[derive(Debug, Clone, Copy)]
 pub struct DenseSamples<'a> {
     /// The samples, `dims[0]·dims[1]·dims[2]` of them.
@@ -428,6 +429,19 @@ impl DenseSamples<'_> {
                 self.values.len()
             )));
         }
+        // Every sample's coordinate `origin + l` (l < dims) must be an i32, which is what
+        // lets `voxels` add without overflow.
+        let last = |k: usize| {
+            i64::try_from(self.dims[k])
+                .ok()
+                .map(|d| i64::from(self.origin[k]) + d - 1)
+        };
+        if let Some(k) = (0..3).find(|&k| last(k).is_none_or(|l| l > i64::from(i32::MAX))) {
+            return Err(VdbError::InvalidInput(format!(
+                "dense origin {:?} with dims {:?} runs past i32 index coordinates on axis {k}",
+                self.origin, self.dims
+            )));
+        }
         Ok(())
     }
 
@@ -435,7 +449,11 @@ impl DenseSamples<'_> {
         let [_, ny, nz] = self.dims;
         self.values.iter().enumerate().map(move |(i, v)| {
             let l = [i / (ny * nz), (i / nz) % ny, i % nz];
-            (std::array::from_fn(|k| self.origin[k] + l[k] as i32), *v)
+            // In range by `check`: origin + l ≤ origin + dims − 1 ≤ i32::MAX.
+            (
+                std::array::from_fn(|k| (i64::from(self.origin[k]) + l[k] as i64) as i32),
+                *v,
+            )
         })
     }
 
@@ -454,6 +472,8 @@ impl Grid<f32> {
     /// A level set from a dense signed distance array (world units, negative inside): voxels
     /// with `|d| < half_width` become active; every other voxel and tile reads
     /// `±half_width` by the sign of the nearest sample, so the inside stays negative.
+    /// Samples that do not match their dims or run past `i32` coordinates are
+    /// [`VdbError::InvalidInput`].
     pub fn level_set_from_dense(
         name: impl Into<String>,
         samples: DenseSamples<'_>,
@@ -481,7 +501,8 @@ impl Grid<f32> {
     }
 
     /// A fog volume from dense densities: samples above `threshold` become active voxels;
-    /// everything else reads the background 0.
+    /// everything else reads the background 0. Samples that do not match their dims or run
+    /// past `i32` coordinates are [`VdbError::InvalidInput`].
     pub fn fog_from_dense(
         name: impl Into<String>,
         samples: DenseSamples<'_>,
