@@ -15,7 +15,7 @@
 //! With the `cuda` feature both passes also run on CUDA devices (`kernels/grid_sample.cu`,
 //! mirroring the CPU kernels here).
 
-use crate::dispatch::{kernel_dtype, run_cpu, Float, Kernel};
+use crate::dispatch::{checked_elements, kernel_dtype, run_cpu, Float, Kernel};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -73,7 +73,8 @@ pub struct SampleDims {
 }
 
 impl SampleDims {
-    /// Checks an input `[N, C, D, H, W]` against a grid `[N, Do, Ho, Wo, 3]`.
+    /// Checks an input `[N, C, D, H, W]` against a grid `[N, Do, Ho, Wo, 3]`; sizes whose
+    /// element counts overflow are errors.
     pub fn new(input: &[usize], grid: &[usize]) -> Result<Self> {
         let &[n, c, d, h, w] = input else {
             bail!("grid_sample3d: input must be [N, C, D, H, W], got shape {input:?}");
@@ -90,6 +91,13 @@ impl SampleDims {
         if d == 0 || h == 0 || w == 0 {
             bail!("grid_sample3d: input spatial dims must be non-empty, got shape {input:?}");
         }
+        // `points`, `voxels` and the buffers they size must not overflow (the sides alone too,
+        // for empty batches or channels).
+        checked_elements("grid_sample3d", "input sides", &[d, h, w])?;
+        checked_elements("grid_sample3d", "output sides", &[od, oh, ow])?;
+        checked_elements("grid_sample3d", "input", input)?;
+        checked_elements("grid_sample3d", "grid", grid)?;
+        checked_elements("grid_sample3d", "output", &[n, c, od, oh, ow])?;
         Ok(Self {
             n,
             c,

@@ -452,3 +452,14 @@ fn fast_floor_and_rounding_match_std() {
         );
     }
 }
+
+#[test]
+fn sample_dims_with_overflowing_counts_are_errors() {
+    const BIG: usize = 1 << 40;
+    // `points()` / `voxels()` overflowed (a panic in debug builds).
+    assert!(SampleDims::new(&[1, 1, 1, 1, 1], &[1, BIG, BIG, BIG, 3]).is_err());
+    assert!(SampleDims::new(&[1, BIG, BIG, BIG, 1], &[1, 1, 1, 1, 3]).is_err());
+    assert!(SampleDims::new(&[0, 0, BIG, BIG, BIG], &[0, 1, 1, 1, 3]).is_err());
+    assert!(SampleDims::new(&[1, 1, 1, 1, 1], &[1, usize::MAX, 2, 1, 3]).is_err());
+    assert!(SampleDims::new(&[1, 2, 3, 4, 5], &[1, 2, 2, 2, 3]).is_ok());
+}

@@ -378,3 +378,52 @@ fn fused_bias_residual_add_agrees_with_its_reference_and_finite_differences() ->
     assert!(bias_residual_add(&x, &bias.narrow(0, 0, 2)?, &x).is_err());
     Ok(())
 }
+
+#[test]
+fn huge_layer_sizes_are_errors_not_aborted_allocations() {
+    use vnr_ops::nn::conv::{
+        conv3d, conv3d_no_bias, conv_transpose3d, conv_transpose3d_no_bias, Conv3dConfig,
+        ConvTranspose3dConfig,
+    };
+    use vnr_ops::nn::dropout::dropout_mask;
+    const BIG: usize = 1 << 40;
+    const HALF: usize = usize::MAX / 2 + 1;
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let (c, t) = (Conv3dConfig::default(), ConvTranspose3dConfig::default());
+    // Kernel sides whose cube overflowed, channel counts whose product overflowed, and weights
+    // of 2^40 elements that aborted the allocation.
+    for (i, o, k) in [
+        (2, 2, usize::MAX),
+        (2, 2, 1 << 22),
+        (BIG, BIG, 1),
+        (HALF, 2, 3),
+        (1 << 20, 1 << 20, 1),
+    ] {
+        assert!(
+            conv3d(i, o, k, c, vb.pp("c")).is_err(),
+            "conv3d {i} {o} {k}"
+        );
+        assert!(conv3d_no_bias(i, o, k, c, vb.pp("c")).is_err());
+        assert!(conv_transpose3d(i, o, k, t, vb.pp("t")).is_err());
+        assert!(conv_transpose3d_no_bias(i, o, k, t, vb.pp("t")).is_err());
+    }
+    let err = conv3d(BIG, 1, 1, c, vb.pp("c")).unwrap_err().to_string();
+    assert!(
+        err.contains("Conv3d") && err.contains("1099511627776"),
+        "{err}"
+    );
+    assert!(prelu(BIG, 0.25, vb.pp("p")).is_err());
+    for (i, o) in [(BIG, BIG), (1, BIG), (HALF, 2)] {
+        assert!(weight_norm_linear(i, o, vb.pp("l")).is_err(), "{i} {o}");
+    }
+    assert!(layer_norm(BIG, 1e-5, vb.pp("n")).is_err());
+    assert!(layer_norm((BIG, BIG), 1e-5, vb.pp("n")).is_err());
+    assert!(layer_norm((HALF, 2, 2), 1e-5, vb.pp("n")).is_err());
+    assert!(dropout_mask(0, BIG, 0.5, DType::F32, &dev).is_err());
+    assert!(dropout_mask(0, (BIG, BIG), 0.5, DType::F32, &dev).is_err());
+    // Nothing was created for the refused layers; ordinary sizes still work.
+    assert!(varmap.all_vars().is_empty());
+    assert!(conv3d(2, 3, 3, c, vb.pp("ok")).is_ok());
+}

@@ -43,7 +43,8 @@ pub const SCENE_NAMES: [&str; 2] = ["shapes", "random"];
 
 /// Largest image side [`generate_multiview`] renders (before supersampling).
 pub const MAX_RESOLUTION: usize = 4096;
-/// Most views per split.
+/// Most views per split (and `views · resolution² · 3` at most
+/// [`MAX_PARAMETER_ELEMENTS`](vnr_ops::dispatch::MAX_PARAMETER_ELEMENTS)).
 pub const MAX_VIEWS: usize = 10_000;
 /// Largest supersampling factor.
 pub const MAX_SUPERSAMPLE: usize = 8;
@@ -352,6 +353,18 @@ impl MultiViewGenConfig {
             return bad(format!(
                 "every split needs 1..={MAX_VIEWS} views, got train/val/test {views:?}"
             ));
+        }
+        // Each limit alone lets a split's colours reach 10⁴·4096²·3 floats (2 TB), allocated up
+        // front: refuse splits over the shared element limit before rendering anything.
+        for (name, v) in ["train", "val", "test"].into_iter().zip(views) {
+            let dims = [v, self.resolution, self.resolution, 3];
+            if let Err(e) = crate::checked_elements("multi-view generator", "split colours", &dims)
+            {
+                return bad(format!(
+                    "{name}_views {v} at resolution {}: {e}",
+                    self.resolution
+                ));
+            }
         }
         if !(self.camera_distance.is_finite() && self.camera_distance > 1.6) {
             return bad(format!(

@@ -214,3 +214,18 @@ fn bad_settings_are_refused() {
         );
     }
 }
+
+#[test]
+fn splits_too_large_to_allocate_are_config_errors_not_aborts() {
+    // Each value within its own limit, but the train split's colours would be 10⁴·4096²·3
+    // floats (2 TB), which aborted the process when allocated.
+    let config = MultiViewGenConfig {
+        resolution: 4096,
+        train_views: 10_000,
+        supersample: 1,
+        ..Default::default()
+    };
+    let err = generate_multiview(&config).unwrap_err();
+    assert!(matches!(err, SceneError::BadConfig(_)), "{err}");
+    assert!(err.to_string().contains("train_views 10000"), "{err}");
+}

@@ -58,9 +58,12 @@ impl Module for PReLU {
 }
 
 /// A [`PReLU`] from `vb` (`weight` `[num_parameters]`, initialised to `init`; PyTorch uses 0.25).
+/// `num_parameters` over [`MAX_PARAMETER_ELEMENTS`](crate::dispatch::MAX_PARAMETER_ELEMENTS) is
+/// an error.
 pub fn prelu(num_parameters: usize, init: f64, vb: VarBuilder) -> Result<PReLU> {
     if num_parameters == 0 {
         bail!("prelu: num_parameters must be at least 1");
     }
+    crate::dispatch::capped_elements("prelu", "weight", &[num_parameters])?;
     PReLU::new(vb.get_with_hints(num_parameters, "weight", Init::Const(init))?)
 }

@@ -21,7 +21,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Ten
 use rayon::prelude::*;
 
 use crate::channelwise::unpack_grads;
-use crate::dispatch::{run_cpu, Float, Kernel};
+use crate::dispatch::{capped_elements, run_cpu, Float, Kernel};
 
 /// SplitMix64's increment (the golden ratio in 64-bit fixed point).
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -144,7 +144,9 @@ impl Clone for DropoutKeys {
 }
 
 /// The dropout mask of call `key` for a tensor of `shape`: each element `1 / (1 − p)` with
-/// probability `1 − p`, else 0 (row-major element order), as `dtype` on `device`.
+/// probability `1 − p`, else 0 (row-major element order), as `dtype` on `device`. A shape of
+/// more than [`MAX_PARAMETER_ELEMENTS`](crate::dispatch::MAX_PARAMETER_ELEMENTS) elements is an
+/// error.
 pub fn dropout_mask(
     key: u64,
     shape: impl Into<Shape>,
@@ -154,6 +156,8 @@ pub fn dropout_mask(
 ) -> Result<Tensor> {
     let scale = keep_scale("dropout", drop_prob)? as f32;
     let shape = shape.into();
+    // Before `Shape::elem_count`, which overflows, and before allocating.
+    capped_elements("dropout", "mask", shape.dims())?;
     let mask = Mask::new(key, drop_prob);
     let values: Vec<f32> = (0..shape.elem_count())
         .into_par_iter()

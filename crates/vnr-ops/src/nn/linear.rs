@@ -70,7 +70,8 @@ impl Module for WeightNormLinear {
 
 /// A [`WeightNormLinear`] from `vb` (`weight_g`, `weight_v`, `bias`). Fresh parameters follow
 /// PyTorch: `v` and `bias` uniform in ±1/√in (nn.Linear's default), then `g = ‖v‖` so that the
-/// initial weight equals `v`.
+/// initial weight equals `v`. A weight `[out_dim, in_dim]` over
+/// [`MAX_PARAMETER_ELEMENTS`](crate::dispatch::MAX_PARAMETER_ELEMENTS) is an error.
 pub fn weight_norm_linear(
     in_dim: usize,
     out_dim: usize,
@@ -79,6 +80,7 @@ pub fn weight_norm_linear(
     if in_dim == 0 {
         bail!("weight_norm_linear: in_dim must be positive");
     }
+    crate::dispatch::capped_elements("weight_norm_linear", "weight_v", &[out_dim, in_dim])?;
     let bound = 1.0 / (in_dim as f64).sqrt();
     let uniform = Init::Uniform {
         lo: -bound,

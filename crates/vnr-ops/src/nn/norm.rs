@@ -1,6 +1,6 @@
 //! Layer normalisation whose gradient flows (candle-nn's fused `layer_norm` records none).
 
-use crate::dispatch::kernel_dtype;
+use crate::dispatch::{capped_elements, kernel_dtype};
 use candle_core::{bail, Module, Result, Shape, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
@@ -67,13 +67,16 @@ impl Module for LayerNorm {
 }
 
 /// A [`LayerNorm`] over trailing dims `normalized_shape` from `vb` (`weight` ones, `bias`
-/// zeros when fresh).
+/// zeros when fresh). A shape over
+/// [`MAX_PARAMETER_ELEMENTS`](crate::dispatch::MAX_PARAMETER_ELEMENTS) is an error.
 pub fn layer_norm<S: Into<Shape>>(
     normalized_shape: S,
     eps: f64,
     vb: VarBuilder,
 ) -> Result<LayerNorm> {
     let shape: Shape = normalized_shape.into();
+    // Before `Shape::elem_count`, which overflows, and before allocating.
+    capped_elements("layer_norm", "normalized_shape", shape.dims())?;
     let weight = vb.get_with_hints(shape.clone(), "weight", Init::Const(1.0))?;
     let bias = vb.get_with_hints(shape, "bias", Init::Const(0.0))?;
     LayerNorm::new(weight, bias, eps)
