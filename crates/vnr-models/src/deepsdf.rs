@@ -32,10 +32,11 @@ use vnr_ops::nn::linear::{weight_norm_linear, WeightNormLinear};
 use vnr_ops::nn::norm::{layer_norm, LayerNorm};
 
 use crate::config::{parse_json, read_text};
-use crate::limits::{at_most, config_elements, elements, MAX_BLOCKS, MAX_CHANNELS};
+use crate::limits::{at_most, config_elements, MAX_BLOCKS, MAX_CHANNELS};
 use crate::seeded::standard_normal;
 use crate::summary::Summary;
 use crate::ConfigError;
+use vnr_ops::dispatch::capped_elements;
 
 /// DeepSDF decoder hyper-parameters: `CodeLength` and the `NetworkSpecs` of a `specs.json`.
 /// `Default` is the reference chairs/NeoRender specs.
@@ -576,7 +577,7 @@ impl LatentCodes {
         if !(init_std.is_finite() && init_std >= 0.0) {
             bail!("latent codes: init_std {init_std} must be finite and non-negative");
         }
-        let count = elements(
+        let count = capped_elements(
             "latent codes",
             "table [num_codes, latent_size]",
             &[num_codes, latent_size],

@@ -46,9 +46,10 @@ use vnr_train::schedule::LrSchedule;
 use vnr_train::{Model, StepOutput, TrainConfig, TrainError};
 
 use crate::deepsdf::{DeepSdfConfig, DeepSdfDecoder, LatentCodes};
-use crate::limits::{elements, MAX_ITERATIONS, MAX_SAMPLES};
+use crate::limits::{MAX_ITERATIONS, MAX_SAMPLES};
 use crate::seeded::seeded_var_builder;
 use crate::ConfigError;
+use vnr_ops::dispatch::capped_elements;
 
 /// Epochs over which the code regularisation ramps up (`min(1, epoch / 100)` in DeepSDF).
 pub const REGULARIZATION_RAMP_EPOCHS: f64 = 100.0;
@@ -181,7 +182,7 @@ fn check_batch_rows(scenes_per_batch: usize, samples_per_scene: usize) -> Result
             "SamplesPerScene {samples_per_scene} must be in 2..={MAX_SAMPLES}"
         )));
     }
-    elements(
+    capped_elements(
         "batch",
         "rows [ScenesPerBatch, SamplesPerScene, 4]",
         &[scenes_per_batch, samples_per_scene, 4],

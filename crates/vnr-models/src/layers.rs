@@ -10,6 +10,7 @@ use candle_core::{bail, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use vnr_ops::channelwise::{bias_add, bias_leaky_relu, bias_prelu, bias_residual_add};
 use vnr_ops::conv::{conv3d, conv_transpose3d, Conv3dParams, ConvTranspose3dParams};
+use vnr_ops::nn::check_layer_parameters;
 use vnr_ops::nn::conv::MaxPool3d;
 use vnr_ops::pool::bias_leaky_relu_max_pool3d;
 
@@ -125,7 +126,7 @@ impl Conv {
         let (rank, stride3) = rank_and_stride3("conv", kernel, stride)?;
         let mut shape = vec![out_channels, in_channels];
         shape.extend_from_slice(kernel);
-        check_params("conv", &shape, out_channels)?;
+        check_layer_parameters("conv", &shape, out_channels)?;
         let weight = vb.get_with_hints(shape, spec.weight_name, spec.weight_init)?;
         let bias = vb.get_with_hints(out_channels, spec.bias_name, spec.bias_init)?;
         Ok(Self {
@@ -277,7 +278,7 @@ impl ConvTranspose {
         let (rank, stride3) = rank_and_stride3("conv_transpose", kernel, stride)?;
         let mut shape = vec![in_channels, out_channels];
         shape.extend_from_slice(kernel);
-        check_params("conv_transpose", &shape, out_channels)?;
+        check_layer_parameters("conv_transpose", &shape, out_channels)?;
         let weight = vb.get_with_hints(shape, spec.weight_name, spec.weight_init)?;
         let bias = vb.get_with_hints(out_channels, spec.bias_name, spec.bias_init)?;
         Ok(Self {
@@ -467,14 +468,6 @@ fn rank_and_stride3(kind: &str, kernel: &[usize], stride: &[usize]) -> Result<(u
     let mut stride3 = [1; 3];
     stride3[3 - rank..].copy_from_slice(stride);
     Ok((rank, stride3))
-}
-
-/// Refuses a layer whose weight `shape` or bias `[out_channels]` is too large to allocate,
-/// before the `VarBuilder` tries.
-fn check_params(kind: &str, shape: &[usize], out_channels: usize) -> Result<()> {
-    crate::limits::elements(kind, "weight", shape)?;
-    crate::limits::elements(kind, "bias", &[out_channels])?;
-    Ok(())
 }
 
 /// The error of a transposed convolution whose output side overflows.

@@ -7,6 +7,7 @@
 //! aborted allocation or a loop without end.
 
 use crate::ConfigError;
+use vnr_ops::dispatch::capped_elements;
 
 /// Most channels (or hidden units, or latent code values) of one layer: 65,536 (the reference
 /// models use at most 1,024).
@@ -43,15 +44,11 @@ pub(crate) fn at_most(
     Ok(value)
 }
 
-/// The element count of a tensor of `dims` about to be allocated, or an error naming `op` and
-/// `what` when the product overflows or exceeds [`MAX_ELEMENTS`].
-pub(crate) use vnr_ops::dispatch::capped_elements as elements;
-
-/// [`elements`] with the crate's config error, for `validate` methods.
+/// [`capped_elements`] with the crate's config error, for `validate` methods.
 pub(crate) fn config_elements(
     op: &str,
     what: &str,
     dims: &[usize],
 ) -> std::result::Result<usize, ConfigError> {
-    elements(op, what, dims).map_err(|e| ConfigError::invalid(e.to_string()))
+    capped_elements(op, what, dims).map_err(|e| ConfigError::invalid(e.to_string()))
 }

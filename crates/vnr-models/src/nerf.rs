@@ -33,8 +33,9 @@ use vnr_ops::embedding::{harmonic_embedding, HarmonicEmbeddingParams};
 use vnr_render::field::{Field, FieldSamples};
 
 use crate::layers::torch_uniform;
-use crate::limits::{at_most, elements, MAX_CHANNELS};
+use crate::limits::{at_most, MAX_CHANNELS};
 use crate::seeded::seeded_var_builder;
+use vnr_ops::dispatch::capped_elements;
 
 /// Most harmonic frequencies of a [`NerfConfig`]: 1,024 (the tutorial uses 60; frequencies
 /// `omega_0 · 2^k` beyond `k ≈ 1024` are not finite in f64).
@@ -135,7 +136,7 @@ impl NerfConfig {
         })
         .map_err(candle_core::Error::wrap)?;
         for (name, in_dim, out_dim, _) in layer_specs(self)? {
-            elements("NeRF config", &format!("{name} weight"), &[out_dim, in_dim])?;
+            capped_elements("NeRF config", &format!("{name} weight"), &[out_dim, in_dim])?;
         }
         Ok(())
     }

@@ -26,6 +26,15 @@ pub struct EaRaymarchParams {
     pub eps: f64,
 }
 
+impl EaRaymarchParams {
+    /// The absorption lag on rays of `points` samples: `surface_thickness`, clamped to the ray
+    /// length. Any thickness from the length up gives the same result (every absorption is 1),
+    /// and the clamp keeps `k + shift` from overflowing.
+    pub fn shift(&self, points: usize) -> usize {
+        self.surface_thickness.min(points)
+    }
+}
+
 impl Default for EaRaymarchParams {
     fn default() -> Self {
         Self {
@@ -102,9 +111,7 @@ fn cuda_launch(dims: RayDims, p: &EaRaymarchParams) -> crate::cuda::RaymarchLaun
         rays: dims.rays,
         points: dims.points,
         features: dims.features,
-        // As `Ray::new`: thicknesses beyond the ray act as its length, and `k + shift` stays
-        // small.
-        shift: p.surface_thickness.min(dims.points),
+        shift: p.shift(dims.points),
         eps: p.eps,
     }
 }
@@ -162,9 +169,7 @@ pub mod kernel {
                 excl_q: zeros(),
                 excl_t: zeros(),
                 transmittance: T::one(),
-                // Any thickness from the ray length up gives the same result (every absorption
-                // is 1); clamped so that `k + shift` cannot overflow.
-                shift: params.surface_thickness.min(points),
+                shift: params.shift(points),
                 one_plus_eps: T::from_f64(1.0 + params.eps),
             }
         }
@@ -497,7 +502,7 @@ pub mod reference {
         let last = d.rank() - 1;
         let q = d.affine(-1.0, 1.0 + p.eps)?;
         let cum = cumprod(&q, last, false)?;
-        let shift = p.surface_thickness.min(dims.points);
+        let shift = p.shift(dims.points);
         let ones = d.narrow(last, 0, shift)?.ones_like()?;
         let absorption = Tensor::cat(&[&ones, &cum.narrow(last, 0, dims.points - shift)?], last)?;
         let weights = (d.clone() * absorption)?.unsqueeze(D::Minus1)?;

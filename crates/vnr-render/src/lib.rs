@@ -39,4 +39,4 @@ pub use vnr_ops::dispatch::MAX_PARAMETER_ELEMENTS as MAX_ELEMENTS;
 
 /// The product of `dims`, or an error naming `op` and `what` when it overflows or exceeds
 /// [`MAX_ELEMENTS`]: for sizes about to be allocated, checked where they are first known.
-pub(crate) use vnr_ops::dispatch::capped_elements as checked_elements;
+pub(crate) use vnr_ops::dispatch::capped_elements;

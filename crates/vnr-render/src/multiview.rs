@@ -614,7 +614,7 @@ impl MultiViewDataset {
 
 /// Checks that `count` rays (`[count, 3]` origins, directions and colours) fit in memory.
 pub(crate) fn check_ray_count(count: usize) -> Result<(), MultiViewError> {
-    crate::checked_elements("MultiViewDataset::sample_rays", "count × 3", &[count, 3])?;
+    crate::capped_elements("MultiViewDataset::sample_rays", "count × 3", &[count, 3])?;
     Ok(())
 }
 

@@ -117,7 +117,7 @@ pub fn source_positions(
         bail!("rendernet: empty grid (input {in_dims:?}, output {out_size})");
     }
     let n = out_size;
-    crate::checked_elements(
+    crate::capped_elements(
         "rendernet",
         "batch × out_size³ × 3 source positions",
         &[b, n, n, n, 3],
@@ -192,7 +192,7 @@ pub fn resample_to_camera(
         );
     }
     let n = cfg.out_size;
-    crate::checked_elements(
+    crate::capped_elements(
         "rendernet",
         "batch × channels × out_size³ output",
         &[b, c, n, n, n],

@@ -205,10 +205,10 @@ impl DepthSampling {
                 self.max_depth
             );
         }
-        crate::checked_elements(op, "cameras × rays per camera × 3", &[b, rays, 3])?;
+        crate::capped_elements(op, "cameras × rays per camera × 3", &[b, rays, 3])?;
         let p = self.n_pts_per_ray;
         if self.stratified || self.bounds.is_some() {
-            crate::checked_elements(
+            crate::capped_elements(
                 op,
                 "cameras × rays per camera × n_pts_per_ray",
                 &[b, rays, p],
@@ -216,7 +216,7 @@ impl DepthSampling {
         } else {
             // Shared depths are one row of P viewed with stride 0 over the rays: renderers
             // march such bundles in chunks, so only the row has to fit.
-            crate::checked_elements(op, "n_pts_per_ray", &[p])?;
+            crate::capped_elements(op, "n_pts_per_ray", &[p])?;
         }
         Ok(())
     }
@@ -408,7 +408,7 @@ impl MultinomialRaysampler {
     /// above [`crate::MAX_ELEMENTS`].
     pub fn xy_grid(&self, dev: &Device) -> Result<Tensor> {
         let (w, h) = (self.image_width, self.image_height);
-        crate::checked_elements(
+        crate::capped_elements(
             "MultinomialRaysampler",
             "image_height × image_width × 2",
             &[h, w, 2],

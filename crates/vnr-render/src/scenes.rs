@@ -358,8 +358,7 @@ impl MultiViewGenConfig {
         // front: refuse splits over the shared element limit before rendering anything.
         for (name, v) in ["train", "val", "test"].into_iter().zip(views) {
             let dims = [v, self.resolution, self.resolution, 3];
-            if let Err(e) = crate::checked_elements("multi-view generator", "split colours", &dims)
-            {
+            if let Err(e) = crate::capped_elements("multi-view generator", "split colours", &dims) {
                 return bad(format!(
                     "{name}_views {v} at resolution {}: {e}",
                     self.resolution

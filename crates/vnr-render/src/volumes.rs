@@ -182,7 +182,7 @@ impl VolumeLocator {
         device: &Device,
     ) -> Result<Self> {
         // Both properties are materialised as [B, 3].
-        crate::checked_elements("VolumeLocator::new", "batch_size × 3", &[batch_size, 3])?;
+        crate::capped_elements("VolumeLocator::new", "batch_size × 3", &[batch_size, 3])?;
         let voxel_size = property_tensor(
             "voxel_size",
             voxel_size.into(),
@@ -335,7 +335,7 @@ impl VolumeLocator {
     /// `get_coord_grid`). An error when `B·D·H·W·3` is above [`crate::MAX_ELEMENTS`].
     pub fn get_coord_grid(&self, world_coordinates: bool) -> Result<Tensor> {
         let [d, h, w] = self.grid_sizes;
-        crate::checked_elements(
+        crate::capped_elements(
             "VolumeLocator::get_coord_grid",
             "batch_size × grid_sizes [D, H, W] × 3",
             &[self.batch_size, d, h, w, 3],

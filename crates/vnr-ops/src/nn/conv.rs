@@ -5,7 +5,6 @@
 //! (kaiming-uniform with a = √5, i.e. uniform in ±1/√fan_in, and the same bound for the bias).
 
 use crate::conv::{self, Conv3dParams, ConvTranspose3dParams};
-use crate::dispatch::capped_elements;
 use crate::pool::{self, Pool3dParams};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -186,15 +185,6 @@ fn check_groups(layer: &str, in_channels: usize, out_channels: usize, groups: us
     Ok(())
 }
 
-/// Checks a weight `[rows, group_channels, k, k, k]` against
-/// [`MAX_PARAMETER_ELEMENTS`](crate::dispatch::MAX_PARAMETER_ELEMENTS) before anything is
-/// allocated, and the bias `[out_channels]` with it; returns the fan-in `group_channels · k³`.
-fn check_weight(layer: &str, shape: [usize; 5], out_channels: usize) -> Result<usize> {
-    capped_elements(layer, "weight", &shape)?;
-    capped_elements(layer, "bias", &[out_channels])?;
-    capped_elements(layer, "kernel", &shape[1..])
-}
-
 /// Weight `[O, C/groups, k, k, k]` and optional bias `[O]` of a convolution, loaded or created
 /// under `vb`, plus the fan-in used for their init.
 fn conv3d_parameters(
@@ -208,7 +198,8 @@ fn conv3d_parameters(
     check_groups("Conv3d", in_channels, out_channels, cfg.groups)?;
     let group_in = in_channels / cfg.groups;
     let k = kernel_size;
-    let fan_in = check_weight("Conv3d", [out_channels, group_in, k, k, k], out_channels)?;
+    let fan_in =
+        super::check_layer_parameters("Conv3d", &[out_channels, group_in, k, k, k], out_channels)?;
     let init = default_init(fan_in);
     let weight = vb.get_with_hints((out_channels, group_in, k, k, k), "weight", init)?;
     let bias = if with_bias {
@@ -252,9 +243,9 @@ fn conv_transpose3d_parameters(
     check_groups("ConvTranspose3d", in_channels, out_channels, cfg.groups)?;
     let group_out = out_channels / cfg.groups;
     let k = kernel_size;
-    let fan_in = check_weight(
+    let fan_in = super::check_layer_parameters(
         "ConvTranspose3d",
-        [in_channels, group_out, k, k, k],
+        &[in_channels, group_out, k, k, k],
         out_channels,
     )?;
     // PyTorch computes the fan-in from the weight's dim 1, here O/groups.

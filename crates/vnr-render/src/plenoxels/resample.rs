@@ -47,7 +47,7 @@ fn voxel_count(dims: [usize; 3]) -> Result<usize, PlenoxelError> {
 /// Checks that `rows` rows of SH data `width` wide (plus the density column) fit in memory:
 /// a grid within [`MAX_RESAMPLE_VOXELS`] at a high SH degree would still need hundreds of GiB.
 fn check_data_size(op: &str, rows: usize, width: usize) -> Result<(), PlenoxelError> {
-    crate::checked_elements(op, "voxels × (3·SH bases + 1) floats", &[rows, width + 1])?;
+    crate::capped_elements(op, "voxels × (3·SH bases + 1) floats", &[rows, width + 1])?;
     Ok(())
 }
 
